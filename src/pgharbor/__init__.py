@@ -1,0 +1,1 @@
+"""pgharbor: PostgreSQL connection management for Python services and tools."""
