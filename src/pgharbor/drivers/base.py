@@ -1,0 +1,108 @@
+"""The small protocol every driver adapter implements, sync and async.
+
+The pool never imports a driver directly: it talks to an adapter through the
+methods below and hands the *native* connection object to the user. Adapters
+are stateless apart from their construction options, so one instance serves a
+whole pool.
+
+Every method that does I/O is bounded by the ``timeout`` it is given; methods
+without a timeout never block on the network.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, ClassVar, Protocol
+
+__all__ = ["AsyncDriver", "ConnStatus", "Driver"]
+
+
+class ConnStatus(enum.Enum):
+    """What a returned connection looks like, read without any I/O."""
+
+    IDLE = "idle"  # clean: no transaction open
+    INTRANS = "intrans"  # a transaction is open and healthy: roll it back
+    INERROR = "inerror"  # a failed transaction is open: roll it back
+    ACTIVE = "active"  # a command (e.g. COPY) is still in progress: discard
+    BROKEN = "broken"  # closed or lost: discard
+
+
+class AsyncDriver(Protocol):
+    """Adapter over an asyncio driver (psycopg async, asyncpg)."""
+
+    name: ClassVar[str]
+
+    async def connect(self, params: dict[str, Any], timeout: float) -> Any:
+        """Open a connection in autocommit mode, bounded by ``timeout`` seconds.
+
+        ``params`` are libpq keyword parameters (as from
+        ``psycopg.conninfo.conninfo_to_dict``), already including TCP keepalive
+        settings and startup options. Raises the driver's error (or
+        ``TimeoutError``) on failure.
+        """
+        ...
+
+    async def ping(self, conn: Any, timeout: float) -> None:
+        """Send an empty query and wait for the answer; raise if it fails or
+        takes longer than ``timeout`` (the connection is then unusable)."""
+        ...
+
+    def status(self, conn: Any) -> ConnStatus:
+        """The connection's state, without I/O."""
+        ...
+
+    async def rollback(self, conn: Any, timeout: float) -> None:
+        """Roll back the open transaction, bounded by ``timeout``."""
+        ...
+
+    async def close(self, conn: Any, timeout: float) -> None:
+        """Close gracefully (Terminate message), bounded; never raises."""
+        ...
+
+    def terminate(self, conn: Any) -> None:
+        """Close the socket at once, without any network round trip; never raises."""
+        ...
+
+    def server_version(self, conn: Any) -> int:
+        """``server_version_num`` of the server, e.g. 150018 (no I/O)."""
+        ...
+
+    def backend_pid(self, conn: Any) -> int:
+        """The server process id serving this connection (no I/O)."""
+        ...
+
+    def parameter(self, conn: Any, name: str) -> str | None:
+        """A parameter the server reported at startup or since
+        (``in_hot_standby``, ``server_version``, ``application_name``...), or None."""
+        ...
+
+    def is_error_disconnect(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means the connection is lost or the server is going away."""
+        ...
+
+
+class Driver(Protocol):
+    """Adapter over a blocking driver (psycopg, psycopg2). Same methods as
+    :class:`AsyncDriver`, without ``async``."""
+
+    name: ClassVar[str]
+
+    def connect(self, params: dict[str, Any], timeout: float) -> Any: ...
+
+    def ping(self, conn: Any, timeout: float) -> None: ...
+
+    def status(self, conn: Any) -> ConnStatus: ...
+
+    def rollback(self, conn: Any, timeout: float) -> None: ...
+
+    def close(self, conn: Any, timeout: float) -> None: ...
+
+    def terminate(self, conn: Any) -> None: ...
+
+    def server_version(self, conn: Any) -> int: ...
+
+    def backend_pid(self, conn: Any) -> int: ...
+
+    def parameter(self, conn: Any, name: str) -> str | None: ...
+
+    def is_error_disconnect(self, exc: BaseException) -> bool: ...

@@ -1,0 +1,147 @@
+"""The whole pgharbor error tree, and SQLSTATE classification shared by every layer.
+
+```
+HarborError(Exception)                    root of everything pgharbor raises
+├── ConfigError(HarborError, ValueError)  a setting is invalid; names the field and the rule
+├── PoolError(HarborError)                a pool condition (not a database error)
+│   ├── PoolClosed                        the pool is closed (or closing)
+│   ├── PoolTimeout(PoolError, TimeoutError)
+│   │                                     no connection within the timeout; names the pool,
+│   │                                     its counts and the last connect error (as __cause__)
+│   ├── TooManyRequests                   the wait queue is full (max_waiting)
+│   ├── CircuitOpen                       the endpoint's breaker is open; .retry_after seconds
+│   └── NoAvailableServer                 no node can serve the requested role
+├── ConnectionFailed(HarborError)         connecting failed; .reason says why
+│   └── AuthenticationFailed              28xxx: wrong password, unknown role, no pg_hba entry
+├── UnsupportedServerVersion              the server is older than the supported minimum
+├── InsufficientPrivileges                required privileges are missing; .missing lists them
+└── CommitOutcomeUnknown                  the connection was lost while COMMIT was in flight
+```
+
+Driver errors (psycopg, asyncpg, psycopg2) raised by the user's own queries pass
+through untouched: pgharbor only adds errors for conditions it owns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthenticationFailed",
+    "CircuitOpen",
+    "CommitOutcomeUnknown",
+    "ConfigError",
+    "ConnectionFailed",
+    "HarborError",
+    "InsufficientPrivileges",
+    "NoAvailableServer",
+    "PoolClosed",
+    "PoolError",
+    "PoolTimeout",
+    "TooManyRequests",
+    "UnsupportedServerVersion",
+]
+
+
+class HarborError(Exception):
+    """Base class of every error pgharbor raises itself."""
+
+    __module__ = "pgharbor"
+
+
+class ConfigError(HarborError, ValueError):
+    """A setting is invalid. Raised at construction; the message names the field."""
+
+    __module__ = "pgharbor"
+
+    def __init__(self, field: str, rule: str, value: Any = None) -> None:
+        self.field = field
+        self.rule = rule
+        super().__init__(f"{field}: {rule}")
+
+
+class PoolError(HarborError):
+    """A pool condition: closed, exhausted, overloaded, or failing fast."""
+
+    __module__ = "pgharbor"
+
+
+class PoolClosed(PoolError):
+    """The pool is closed, or was closed while the caller waited."""
+
+    __module__ = "pgharbor"
+
+
+class PoolTimeout(PoolError, TimeoutError):
+    """No connection could be handed out within the timeout."""
+
+    __module__ = "pgharbor"
+
+
+class TooManyRequests(PoolError):
+    """The pool's wait queue is full (``max_waiting``); raised at once."""
+
+    __module__ = "pgharbor"
+
+
+class CircuitOpen(PoolError):
+    """The endpoint's circuit breaker is open: failing fast without connecting."""
+
+    __module__ = "pgharbor"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NoAvailableServer(PoolError):
+    """No node of the database can serve the requested role right now."""
+
+    __module__ = "pgharbor"
+
+
+class ConnectionFailed(HarborError):
+    """A connection attempt failed; ``reason`` classifies why.
+
+    Reasons: ``network``, ``dns``, ``tls``, ``auth``, ``database-missing``,
+    ``server-starting``, ``too-many-connections``, ``timeout``, ``protocol``,
+    ``unknown``.
+    """
+
+    __module__ = "pgharbor"
+
+    def __init__(self, message: str, reason: str = "unknown") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AuthenticationFailed(ConnectionFailed):
+    """The server rejected the credentials (SQLSTATE class 28). Never retried blindly."""
+
+    __module__ = "pgharbor"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="auth")
+
+
+class UnsupportedServerVersion(HarborError):
+    """The server is older than the minimum supported version."""
+
+    __module__ = "pgharbor"
+
+
+class InsufficientPrivileges(HarborError):
+    """The connected role lacks required privileges; ``missing`` lists them."""
+
+    __module__ = "pgharbor"
+
+    def __init__(self, message: str, missing: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.missing = list(missing or [])
+
+
+class CommitOutcomeUnknown(HarborError):
+    """The connection was lost while COMMIT was in flight: it may or may not have
+    been applied. Never retried automatically."""
+
+    __module__ = "pgharbor"
