@@ -58,8 +58,8 @@ class Rule(NamedTuple):
 RULES: list[Rule] = [
     # Generic Python (mandatory once any input exists).
     Rule("async def", "def"),
-    Rule("async with", "with"),
-    Rule("async for", "for"),
+    Rule("async with", "with", optional=True),
+    Rule("async for", "for", optional=True),
     Rule("await ", ""),
     Rule("__aenter__", "__enter__"),
     Rule("__aexit__", "__exit__"),
@@ -78,9 +78,12 @@ RULES: list[Rule] = [
     Rule("AsyncTransaction", "Transaction", optional=True),
     Rule("AsyncDriver", "Driver", optional=True),
     Rule("AsyncConnectionCB", "ConnectionCB", optional=True),
+    Rule("get_async_driver", "get_driver", optional=True),
     Rule("pgharbor._async", "pgharbor._sync", optional=True),
     Rule("_async", "_sync", optional=True),
     # Paired primitives of pgharbor/_acompat.py.
+    Rule("AStrFactory", "StrFactory", optional=True),
+    Rule("ATaskFn", "TaskFn", optional=True),
     Rule("acurrent_task", "current_task", optional=True),
     Rule("amonotonic", "monotonic", optional=True),
     Rule("ACondition", "Condition", optional=True),
@@ -88,6 +91,7 @@ RULES: list[Rule] = [
     Rule("ashield", "shield", optional=True),
     Rule("aensure", "ensure", optional=True),
     Rule("aspawn", "spawn", optional=True),
+    Rule("ajoin", "join", optional=True),
     Rule("asleep", "sleep", optional=True),
     Rule("AWaiter", "Waiter", optional=True),
     Rule("AQueue", "Queue", optional=True),

@@ -1,0 +1,266 @@
+"""Paired primitives: each async name has a sync twin that `tools/unasync.py`
+maps it to, so `_async/` code reads the same in both flavours.
+
+=================  ============================  ===============================
+async (source)     async meaning                 sync twin
+=================  ============================  ===============================
+``ALock``          no-op (one event loop)        ``Lock`` = ``threading.Lock``
+``AEvent``         ``asyncio.Event`` + timeout   ``Event`` (``threading.Event``)
+``AWaiter``        a future, resolved once       ``Waiter``: a pre-acquired lock
+``aspawn``         ``asyncio.create_task``       ``spawn``: a daemon thread
+``asleep``         ``asyncio.sleep``             ``sleep`` = ``time.sleep``
+``aensure``        call, await if awaitable      ``ensure``: call
+``agather``        ``asyncio.gather``            ``gather``: run in turn
+=================  ============================  ===============================
+
+The pool never awaits while it holds its lock, so on the event loop the lock
+has nothing to exclude: ``ALock`` costs one no-op ``with``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+__all__ = [
+    "AEvent",
+    "ALock",
+    "AStrFactory",
+    "ATaskFn",
+    "AWaiter",
+    "Event",
+    "Lock",
+    "StrFactory",
+    "TaskFn",
+    "Waiter",
+    "aensure",
+    "agather",
+    "ajoin",
+    "asleep",
+    "aspawn",
+    "ensure",
+    "gather",
+    "join",
+    "sleep",
+    "spawn",
+]
+
+T = TypeVar("T")
+
+#: A zero-argument callable returning a string; an async pool also accepts
+#: coroutine functions (credential rotation: conninfo, password).
+AStrFactory = Callable[[], str | Awaitable[str]]
+StrFactory = Callable[[], str]
+#: The body of a background task or thread.
+ATaskFn = Callable[..., Coroutine[Any, Any, None]]
+TaskFn = Callable[..., None]
+
+Lock = threading.Lock
+sleep = time.sleep
+
+
+class ALock:
+    """The event loop's lock: nothing to do, since no critical section awaits."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+asleep = asyncio.sleep
+
+
+class AEvent:
+    """``asyncio.Event`` with a bounded ``wait_timeout``."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait_timeout(self, timeout: float | None) -> bool:
+        """Wait until set or ``timeout`` seconds pass; True if set."""
+        if timeout is None:
+            await self._event.wait()
+            return True
+        try:
+            async with asyncio.timeout(max(timeout, 0.0)):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+class Event:
+    """``threading.Event`` with the same ``wait_timeout`` as `AEvent`."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait_timeout(self, timeout: float | None) -> bool:
+        return self._event.wait(None if timeout is None else max(timeout, 0.0))
+
+
+def _expire(fut: asyncio.Future[bool]) -> None:
+    if not fut.done():
+        fut.set_result(False)
+
+
+class AWaiter:
+    """A place in the pool's queue: resolved once, by `set` or `fail`.
+
+    ``wait`` returns True once resolved, False on timeout. If the waiting task
+    is cancelled, ``wait`` raises and the pool reclaims whatever it was given.
+    """
+
+    __slots__ = ("_fut", "error", "value")
+
+    def __init__(self) -> None:
+        self._fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def set(self, value: Any) -> None:
+        self.value = value
+        if not self._fut.done():
+            self._fut.set_result(True)
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        if not self._fut.done():
+            self._fut.set_result(True)
+
+    async def wait(self, timeout: float | None) -> bool:
+        fut = self._fut
+        if timeout is None:
+            return await fut
+        # A timer handle is much cheaper than asyncio.wait_for's extra task.
+        handle = asyncio.get_running_loop().call_later(timeout, _expire, fut)
+        try:
+            return await fut
+        finally:
+            handle.cancel()
+
+    async def settle(self) -> None:
+        """Wait for a resolution already decided by the pool. On the loop the
+        pool resolves waiters before yielding, so there is nothing to wait for."""
+        return None
+
+
+class Waiter:
+    """Thread flavour of `AWaiter`: a lock acquired at birth, released once."""
+
+    __slots__ = ("_lock", "error", "value")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def set(self, value: Any) -> None:
+        self.value = value
+        self._lock.release()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self._lock.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
+
+    def settle(self) -> None:
+        """Block until the resolution the pool already decided is delivered:
+        the releasing thread sets it right after leaving the pool's lock."""
+        self._lock.acquire()
+
+
+def aspawn(fn: ATaskFn, *args: Any, name: str, group: set[Any]) -> asyncio.Task[Any]:
+    """Run ``fn(*args)`` as a task, kept in ``group`` (a strong reference, so
+    it is not garbage-collected mid-flight) until it ends."""
+    task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(fn(*args), name=name)
+    group.add(task)
+    task.add_done_callback(group.discard)
+    return task
+
+
+def spawn(fn: TaskFn, *args: Any, name: str, group: set[Any]) -> threading.Thread:
+    """Run ``fn(*args)`` in a daemon thread, kept in ``group`` until it ends."""
+
+    def run() -> None:
+        try:
+            fn(*args)
+        finally:
+            group.discard(thread)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    group.add(thread)
+    thread.start()
+    return thread
+
+
+async def ajoin(task: asyncio.Task[Any], timeout: float) -> None:
+    """Wait up to ``timeout`` for ``task``; cancel it if it is still running."""
+    if task.done() or task is asyncio.current_task():
+        return
+    await asyncio.wait({task}, timeout=max(timeout, 0.0))
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+
+
+def join(thread: threading.Thread, timeout: float) -> None:
+    """Wait up to ``timeout`` for ``thread`` (threads cannot be cancelled)."""
+    if thread is not threading.current_thread():
+        thread.join(max(timeout, 0.0))
+
+
+async def aensure(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn``; await the result if it is awaitable (sync or async callbacks)."""
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def ensure(fn: Callable[..., T], *args: Any) -> T:
+    """Call ``fn`` (sync flavour of `aensure`)."""
+    return fn(*args)
+
+
+async def agather(*aws: Awaitable[Any]) -> list[Any]:
+    """Wait for all, concurrently; exceptions are returned, not raised."""
+    return list(await asyncio.gather(*aws, return_exceptions=True))
+
+
+def gather(*results: Any) -> list[Any]:
+    """Sync flavour of `agather`: the calls already ran, in turn."""
+    return list(results)

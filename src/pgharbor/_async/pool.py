@@ -1,0 +1,667 @@
+"""`AsyncPool`: the I/O shell around the pure `PoolState`.
+
+This file is the source of truth for both flavours: `tools/unasync.py`
+generates `pgharbor/_sync/pool.py` (`Pool`) from it. Differences between
+asyncio and threads live in the paired primitives of `pgharbor._acompat`.
+
+Rules this shell keeps:
+
+- decide under the lock (``PoolState`` methods), do I/O outside it;
+- the hot path (`_acquire_slot` / `_release_slot`) does no I/O unless a
+  connection needs a ping (idle longer than ``check_window``) or a rollback
+  (returned inside a transaction);
+- connections are opened and closed by background work (`_maintain`,
+  `_connect_one`, `_close_slots`), never by the caller waiting for one;
+- a slot is always either given back or discarded, whatever exception —
+  cancellation included — interrupts the path that holds it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sys
+import traceback
+import weakref
+from collections.abc import Callable
+from time import monotonic
+from types import TracebackType
+from typing import Any
+
+from .._acompat import (
+    AEvent,
+    ALock,
+    AStrFactory,
+    ATaskFn,
+    AWaiter,
+    aensure,
+    ajoin,
+    aspawn,
+)
+from .._conninfo import describe, parse_conninfo, redact, secrets_of, with_defaults
+from .._policy.backoff import Backoff
+from .._policy.options import PoolOptions
+from .._policy.pool import CHECK, DISCARD, OK, Io, PoolState, Slot
+from ..drivers import get_async_driver
+from ..drivers.base import AsyncDriver, ConnStatus
+from ..errors import ConfigError, ConnectionFailed, PoolClosed, PoolTimeout
+
+__all__ = ["AsyncPool"]
+
+logger = logging.getLogger("pgharbor.pool")
+
+Conninfo = str | AStrFactory
+Callback = Callable[[Any], Any]
+
+_IDLE = ConnStatus.IDLE
+_INTRANS = (ConnStatus.INTRANS, ConnStatus.INERROR)
+_names = itertools.count(1)
+# Pools to forget in a child process after fork (see _after_fork).
+_pools: weakref.WeakSet[AsyncPool] = weakref.WeakSet()
+
+
+class AsyncPool:
+    """A pool of native driver connections.
+
+    ``conninfo`` is a URL or keyword DSN, or a callable (sync or async) that
+    returns one at every connection attempt, for credential rotation; so may
+    ``password`` be. Connections are in autocommit mode: transactions are
+    explicit. Settings are described in :class:`pgharbor.PoolOptions`; every
+    time is in seconds. Invalid settings raise `ConfigError` here, at once.
+
+    Use it as a context manager, or call `open` and `close`::
+
+        async with AsyncPool(url, max_size=10, name="main") as pool:
+            async with pool.connection() as conn:
+                await conn.execute("SELECT 1")
+    """
+
+    def __init__(
+        self,
+        conninfo: Conninfo = "",
+        *,
+        driver: str = "psycopg",
+        name: str | None = None,
+        min_size: int = 5,
+        max_size: int | None = None,
+        timeout: float = 30.0,
+        max_waiting: int = 0,
+        max_lifetime: float | None = 30 * 60.0,
+        max_idle: float | None = 10 * 60.0,
+        max_uses: int | None = None,
+        check_window: float = 0.5,
+        check_timeout: float = 5.0,
+        keepalive: float | None = 120.0,
+        leak_threshold: float | None = None,
+        connect_timeout: float = 10.0,
+        reconnect_timeout: float = 5 * 60.0,
+        backoff: Backoff | None = None,
+        password: str | AStrFactory | None = None,
+        kwargs: dict[str, Any] | None = None,
+        configure: Callback | None = None,
+        reset: Callback | None = None,
+        reconnect_failed: Callback | None = None,
+        prepared_statements: bool = True,
+    ) -> None:
+        if max_size is None:
+            max_size = max(min_size, 5) if isinstance(min_size, int) else 5
+        self.options = PoolOptions(
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            max_waiting=max_waiting,
+            max_lifetime=max_lifetime,
+            max_idle=max_idle,
+            max_uses=max_uses,
+            check_window=check_window,
+            check_timeout=check_timeout,
+            keepalive=keepalive,
+            leak_threshold=leak_threshold,
+            connect_timeout=connect_timeout,
+            reconnect_timeout=reconnect_timeout,
+            backoff=backoff or Backoff(),
+        )
+        for field, cb in (
+            ("configure", configure),
+            ("reset", reset),
+            ("reconnect_failed", reconnect_failed),
+        ):
+            if cb is not None and not callable(cb):
+                raise ConfigError(field, "must be callable")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigError("name", "must be a non-empty string")
+        self.name = name or f"pool-{next(_names)}"
+        self._conninfo = conninfo
+        self._params: dict[str, str] | None = None
+        if isinstance(conninfo, str):
+            self._params = parse_conninfo(conninfo)
+        elif not callable(conninfo):
+            raise ConfigError("conninfo", "must be a string or a callable returning one")
+        if password is not None and not (isinstance(password, str) or callable(password)):
+            raise ConfigError("password", "must be a string or a callable returning one")
+        self._password = password
+        self._kwargs = {k: str(v) for k, v in (kwargs or {}).items()}
+        self._secrets: list[str] = secrets_of({**(self._params or {}), **self._kwargs})
+        if isinstance(password, str):
+            self._secrets.append(password)
+        self._driver: AsyncDriver = get_async_driver(
+            driver, prepared_statements=prepared_statements
+        )
+        self._configure = configure
+        self._reset = reset
+        self._reconnect_failed = reconnect_failed
+        self._state = PoolState(self.options)
+        self._lock = ALock()
+        self._wakeup = AEvent()  # maintenance: there is work to plan
+        self._grown = AEvent()  # open(wait=True): a connection joined
+        self._opened = False
+        self._tasks: set[Any] = set()  # background tasks (threads, in Pool)
+        self._pid = os.getpid()
+        self._forked = False
+        _pools.add(self)
+
+    # -- public API ------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        st = self._state
+        status = "closed" if st.closed else ("open" if self._opened else "new")
+        return (
+            f"<{type(self).__name__} {self.name!r} {status} size={st.size}/"
+            f"{self.options.max_size} idle={len(st.idle)} waiting={len(st.waiters)}>"
+        )
+
+    async def __aenter__(self) -> AsyncPool:
+        await self.open(wait=True)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Start the pool: open ``min_size`` connections in parallel.
+
+        With ``wait`` (the default), block until they are open; otherwise
+        return at once and let them open in the background. Calling it on an
+        open pool does nothing.
+
+        Raises:
+            PoolTimeout: ``min_size`` connections could not be opened within
+                ``timeout`` (default: the pool's ``timeout``); the last connect
+                error is the cause.
+            PoolClosed: the pool was closed; pools are not reopened.
+        """
+        if self._state.closed:
+            raise PoolClosed(f"pool {self.name!r} is closed")
+        if not self._opened:
+            self._opened = True
+            self._spawn(self._maintain)
+        if wait:
+            await self.wait(timeout)
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Block until ``min_size`` connections are open.
+
+        Raises:
+            PoolTimeout: not within ``timeout`` (default: the pool's timeout).
+        """
+        timeout = self.options.timeout if timeout is None else timeout
+        deadline = monotonic() + timeout
+        while True:
+            # Clear before looking, so a connection that joins in between
+            # still wakes us (threads).
+            self._grown.clear()
+            st = self._state
+            if st.closed:
+                raise PoolClosed(f"pool {self.name!r} is closed")
+            if st.size >= self.options.min_size:
+                return
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                raise self._timeout_error(
+                    f"pool {self.name!r} could not open {self.options.min_size} "
+                    f"connections within {timeout:.2f} s"
+                )
+            await self._grown.wait_timeout(remaining)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close the pool.
+
+        Waiters get `PoolClosed` at once; idle connections are closed;
+        connections still in use are closed when they are returned. Returns
+        within about ``timeout`` seconds whatever the network does. Idempotent.
+        """
+        deadline = monotonic() + timeout
+        with self._lock:
+            io = self._state.close()
+        self._wakeup.set()
+        await self._perform(io)
+        # Background work winds down by itself once the state is closed;
+        # connections that finish opening meanwhile are closed at once.
+        while self._tasks and monotonic() < deadline:
+            for task in list(self._tasks):
+                await ajoin(task, deadline - monotonic())
+        if self._state.in_use:
+            logger.warning(
+                "pool %r closed with %d connection(s) still in use: they will be "
+                "closed when returned",
+                self.name,
+                self._state.in_use,
+            )
+
+    def connection(self, timeout: float | None = None) -> _ConnectionContext:
+        """Context manager lending a connection: ``async with pool.connection() as conn``.
+
+        On exit the connection goes back to the pool: rolled back if a
+        transaction was left open, discarded if broken. Waits up to
+        ``timeout`` (default: the pool's) for a connection.
+
+        Raises:
+            PoolTimeout: no connection within the timeout.
+            TooManyRequests: ``max_waiting`` callers are already queued.
+            PoolClosed: the pool is closed, or closes while waiting.
+        """
+        return _ConnectionContext(self, timeout)
+
+    async def acquire(self, timeout: float | None = None) -> Any:
+        """Take a connection; every `acquire` needs a matching `release`.
+
+        Prefer `connection`, which cannot forget to give it back. Raises as
+        `connection` does.
+        """
+        slot = await self._acquire_slot(timeout)
+        return slot.conn
+
+    async def release(self, conn: Any) -> None:
+        """Give back a connection taken with `acquire`.
+
+        Raises:
+            ValueError: ``conn`` is not currently lent out by this pool.
+        """
+        slot = self._state.owns(conn)
+        if slot is None or not slot.in_use or slot.conn is not conn:
+            raise ValueError(f"connection {conn!r} is not lent out by pool {self.name!r}")
+        await self._release_slot(slot)
+
+    def stats(self) -> dict[str, int | float]:
+        """Sizes and counters: ``size``, ``idle``, ``in_use``, ``connecting``,
+        ``waiting``, ``min_size``, ``max_size``, ``acquired``, ``waited``,
+        ``wait_ms``, ``usage_ms``, ``timeouts``, ``rejected``,
+        ``connections_created``, ``connections_failed``, ``connections_lost``,
+        ``connections_expired``, ``checks``, ``checks_failed``, ``leaks``."""
+        with self._lock:
+            return self._state.stats()
+
+    async def check(self) -> None:
+        """Ping every idle connection now; discard the dead, refill the pool."""
+        with self._lock:
+            slots = []
+            while self._state.idle:
+                slot = self._state.checkout(monotonic())
+                if slot is not None:
+                    slots.append(slot)
+        for slot in slots:
+            if slot.verdict == DISCARD:
+                with self._lock:
+                    io = self._state.discard(slot, monotonic())
+                await self._perform(io)
+                continue
+            ok = await self._ping(slot)
+            with self._lock:
+                after: Io | None
+                if ok:
+                    self._state.check_passed(slot, monotonic())
+                    after = self._state.checkin(slot, monotonic(), healthy=True)
+                else:
+                    after = self._state.check_failed(slot, monotonic())
+            if after is not None:
+                await self._perform(after)
+
+    async def resize(self, min_size: int, max_size: int | None = None) -> None:
+        """Change the sizes at runtime (validated first; nothing changes on error).
+
+        Growing opens connections in the background; shrinking closes idle
+        connections now and in-use ones as they are returned.
+        """
+        options = self.options.with_sizes(min_size, max_size)
+        self.options = options
+        with self._lock:
+            io = self._state.resize(options)
+        await self._perform(io)
+
+    async def drain(self) -> None:
+        """Replace every connection: idle ones now, in-use ones when returned;
+        new connections are opened in the background."""
+        with self._lock:
+            io = self._state.drain()
+        await self._perform(io)
+
+    # -- the hot path ------------------------------------------------------------
+
+    async def _acquire_slot(self, timeout: float | None) -> Slot:
+        if self._forked:
+            self._after_fork()
+        st = self._state
+        while True:
+            with self._lock:
+                slot = st.checkout(monotonic())
+            if slot is None:
+                slot = await self._wait_for_slot(timeout)
+            elif slot.verdict != OK:
+                if slot.verdict == CHECK:
+                    if not await self._ping(slot):
+                        with self._lock:
+                            io = st.check_failed(slot, monotonic())
+                        await self._perform(io)
+                        continue
+                    with self._lock:
+                        st.check_passed(slot, monotonic())
+                else:
+                    with self._lock:
+                        io = st.discard(slot, monotonic())
+                    await self._perform(io)
+                    continue
+            if self.options.leak_threshold is not None:
+                slot.holder = sys._getframe(2)
+            return slot
+
+    async def _release_slot(self, slot: Slot) -> None:
+        healthy = True
+        try:
+            status = self._driver.status(slot.conn)
+            if status is not _IDLE or self._reset is not None:
+                healthy = await self._clean(slot, status)
+        finally:
+            # Runs even when cancelled mid-rollback: the slot is never lost.
+            with self._lock:
+                io = self._state.checkin(slot, monotonic(), healthy)
+            if slot.leak_reported:
+                logger.warning(
+                    "pool %r: connection #%d reported as leaked was returned after %.1f s",
+                    self.name,
+                    slot.id,
+                    monotonic() - slot.acquired_at,
+                )
+            if io is not None:
+                await self._perform(io)
+
+    async def _wait_for_slot(self, timeout: float | None) -> Slot:
+        """Queue until a connection is handed over (FIFO) or the timeout passes."""
+        if timeout is None:
+            timeout = self.options.timeout
+        if self._state.closed or not self._opened:
+            raise PoolClosed(f"pool {self.name!r} is {'closed' if self._opened else 'not open'}")
+        start = monotonic()
+        waiter = AWaiter()
+        with self._lock:
+            io = self._state.enqueue(waiter)
+        if io is not None:
+            self._wakeup.set()
+        try:
+            resolved = await waiter.wait(timeout)
+        except BaseException:
+            # Cancelled while queued: leave the queue, or give back what we got.
+            with self._lock:
+                gone = self._state.dequeue(waiter, timed_out=False)
+            if not gone:
+                await waiter.settle()
+                if waiter.value is not None:
+                    await self._release_slot(waiter.value)
+            raise
+        if not resolved:
+            with self._lock:
+                gone = self._state.dequeue(waiter, timed_out=True)
+            if gone:
+                raise self._timeout_error(
+                    f"couldn't get a connection from pool {self.name!r} within {timeout:.2f} s"
+                )
+            # A connection arrived as the timer fired: take it.
+            await waiter.settle()
+        if waiter.error is not None:
+            raise waiter.error
+        slot: Slot = waiter.value
+        with self._lock:
+            self._state.record_wait(monotonic() - start)
+        return slot
+
+    # -- I/O helpers ---------------------------------------------------------------
+
+    async def _clean(self, slot: Slot, status: ConnStatus) -> bool:
+        """Make a returned connection reusable; False if it must be discarded."""
+        conn = slot.conn
+        if status is not _IDLE:
+            if status not in _INTRANS:
+                return False  # broken, or a COPY still running
+            self._state.n_returned_dirty += 1
+            try:
+                await self._driver.rollback(conn, self.options.check_timeout)
+            except Exception as exc:
+                logger.warning("pool %r: rollback on return failed: %s", self.name, self._safe(exc))
+                return False
+        if self._reset is not None:
+            try:
+                await aensure(self._reset, conn)
+            except Exception as exc:
+                logger.warning("pool %r: reset callback failed: %s", self.name, self._safe(exc))
+                return False
+            if self._driver.status(conn) is not _IDLE:
+                logger.warning("pool %r: reset callback left a transaction open", self.name)
+                return False
+        return True
+
+    async def _ping(self, slot: Slot) -> bool:
+        try:
+            await self._driver.ping(slot.conn, self.options.check_timeout)
+        except Exception as exc:
+            logger.info(
+                "pool %r: connection #%d failed its check: %s",
+                self.name,
+                slot.id,
+                self._safe(exc),
+            )
+            return False
+        return True
+
+    async def _perform(self, io: Io) -> None:
+        """Carry out what a state change asked for. Never blocks on the network:
+        closing and pinging run in the background."""
+        for waiter, slot in io.handoff:
+            waiter.set(slot)
+        for waiter, error in io.fail:
+            waiter.fail(error)
+        if io.close:
+            self._spawn(self._close_slots, io.close)
+        if io.ping:
+            self._spawn(self._keepalive, io.ping)
+        for slot in io.leaks:
+            self._report_leak(slot)
+        if io.reconnect_failed and self._reconnect_failed is not None:
+            self._spawn(self._call_reconnect_failed)
+        if io.wake:
+            self._wakeup.set()
+
+    def _spawn(self, fn: ATaskFn, *args: Any) -> None:
+        aspawn(
+            fn,
+            *args,
+            name=f"pgharbor-{self.name}-{fn.__name__.strip('_')}",
+            group=self._tasks,
+        )
+
+    # -- background work -------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        """The maintenance loop: opens connections (with backoff), retires
+        expired and surplus idle ones, keeps idle ones alive, reports leaks."""
+        st = self._state
+        while not st.closed:
+            self._wakeup.clear()
+            now = monotonic()
+            with self._lock:
+                n, retry_at = st.plan_connects(now)
+                io, due = st.maintain(now)
+            for _ in range(n):
+                self._spawn(self._connect_one)
+            await self._perform(io)
+            wake_at = min((t for t in (retry_at, due) if t is not None), default=None)
+            await self._wakeup.wait_timeout(None if wake_at is None else wake_at - monotonic())
+
+    async def _connect_one(self) -> None:
+        """Open one connection (a reserved attempt) and add it to the pool."""
+        secrets = list(self._secrets)
+        conn = None
+        try:
+            params = await self._connect_params()
+            secrets.extend(secrets_of(params))
+            conn = await self._driver.connect(params, self.options.connect_timeout)
+            if self._configure is not None:
+                await aensure(self._configure, conn)
+                if self._driver.status(conn) is not _IDLE:
+                    raise ConnectionFailed("the configure callback left a transaction open")
+        except BaseException as exc:
+            if conn is not None:
+                self._driver.terminate(conn)
+            error = self._connect_error(exc, secrets)
+            with self._lock:
+                io = self._state.connect_failed(error, monotonic())
+            logger.warning("pool %r: connection attempt failed: %s", self.name, error)
+            await self._perform(io)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        with self._lock:
+            io = self._state.connected(conn, monotonic())
+        self._grown.set()
+        await self._perform(io)
+
+    async def _connect_params(self) -> dict[str, str]:
+        params = self._params
+        if params is None:
+            assert callable(self._conninfo)
+            params = parse_conninfo(await aensure(self._conninfo))
+        params = {**params, **self._kwargs}
+        if self._password is not None:
+            password = self._password
+            params["password"] = password if isinstance(password, str) else await aensure(password)
+        return with_defaults(params, connect_timeout=self.options.connect_timeout)
+
+    async def _close_slots(self, slots: list[Slot]) -> None:
+        # One after the other: each close is bounded and sends one message.
+        for slot in slots:
+            await self._driver.close(slot.conn, self.options.check_timeout)
+
+    async def _keepalive(self, slots: list[Slot]) -> None:
+        for slot in slots:
+            ok = await self._ping(slot)
+            with self._lock:
+                io = self._state.ping_done(slot, monotonic(), ok)
+            if io is not None:
+                await self._perform(io)
+
+    async def _call_reconnect_failed(self) -> None:
+        assert self._reconnect_failed is not None
+        try:
+            await aensure(self._reconnect_failed, self)
+        except Exception:
+            logger.exception("pool %r: reconnect_failed callback raised", self.name)
+
+    # -- reporting -----------------------------------------------------------------
+
+    def _safe(self, exc: BaseException) -> str:
+        return redact(f"{type(exc).__name__}: {exc}", self._secrets)
+
+    def _connect_error(self, exc: BaseException, secrets: list[str]) -> ConnectionFailed:
+        """A password-free stand-in for a connect failure (it becomes the
+        cause of `PoolTimeout`, so it must not carry libpq's raw text)."""
+        if isinstance(exc, ConnectionFailed):
+            return exc
+        where = describe(self._params or {})
+        text = redact(f"{type(exc).__name__}: {exc}".strip(), secrets)
+        error = ConnectionFailed(f"connecting to {where} failed: {text}")
+        error.__suppress_context__ = True
+        return error
+
+    def _timeout_error(self, message: str) -> PoolTimeout:
+        st = self._state
+        counts = (
+            f"size={st.size}, idle={len(st.idle)}, in_use={st.in_use}, "
+            f"connecting={st.connecting}, waiting={len(st.waiters)}, "
+            f"max_size={self.options.max_size}"
+        )
+        last = st.last_error if st.failures else None
+        error = PoolTimeout(
+            f"{message} ({counts})" + (f"; last connect error: {last}" if last else "")
+        )
+        error.__cause__ = last
+        return error
+
+    def _report_leak(self, slot: Slot) -> None:
+        frame = slot.holder
+        where = "".join(traceback.format_stack(frame)) if frame is not None else "(unknown)\n"
+        logger.warning(
+            "pool %r: connection #%d held for more than %.1f s; the holder is now at:\n%s",
+            self.name,
+            slot.id,
+            self.options.leak_threshold,
+            where.rstrip(),
+        )
+
+    def _after_fork(self) -> None:
+        """In a child process: forget the parent's connections without touching
+        their sockets (closing them would end the parent's sessions)."""
+        _orphans.extend(s.conn for s in self._state.slots.values())
+        self._state = PoolState(self.options)
+        self._tasks = set()
+        self._pid = os.getpid()
+        self._forked = False
+        self._lock = ALock()
+        self._wakeup = AEvent()
+        self._grown = AEvent()
+        if self._opened:
+            self._spawn(self._maintain)
+
+
+# Connections inherited from a parent process: kept referenced so that no
+# destructor ever sends a Terminate message on the parent's socket.
+_orphans: list[Any] = []
+
+
+def _mark_forked() -> None:
+    for pool in list(_pools):
+        pool._forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mark_forked)
+
+
+class _ConnectionContext:
+    """What `AsyncPool.connection` returns (a class, not a generator: cheaper)."""
+
+    __slots__ = ("_pool", "_slot", "_timeout")
+
+    def __init__(self, pool: AsyncPool, timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._slot: Slot | None = None
+
+    async def __aenter__(self) -> Any:
+        slot = await self._pool._acquire_slot(self._timeout)
+        self._slot = slot
+        return slot.conn
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        slot = self._slot
+        if slot is not None:
+            self._slot = None
+            await self._pool._release_slot(slot)

@@ -1,0 +1,556 @@
+"""The pool's brain: bookkeeping and decisions, with no I/O and no clock.
+
+`PoolState` owns every fact about a pool — idle connections, how many are in
+use or being opened, who is waiting, which connections are suspect, when the
+next connect attempt may run — and makes every decision from them. It never
+sleeps, never touches a socket and never reads the clock: callers pass ``now``.
+A method that changes state *returns* the I/O the caller must perform after
+releasing its lock (an `Io`): connections to close, waiters to hand a
+connection to or to fail, whether to start opening connections.
+
+The async and sync shells (`pgharbor._async.pool`, generated `_sync`) are thin
+drivers of this object, so both flavours share one tested brain.
+
+Connection life cycle::
+
+    connecting ──ok──> idle <──checkin── in use
+        │                │ ──checkout──>   │
+        └─fail─> backoff │                 └─broken/expired──> closed
+                         └─expired/stale/trimmed──> closed
+
+Staleness uses epochs. Every slot remembers the epoch it was born (or last
+validated) in. Seeing one broken connection makes every older idle slot
+*suspect* (validated at its next checkout whatever its idle time); a failed
+validation makes every older slot *stale* (discarded without another check), so
+after a server restart one acquire pays for at most one failed check.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ..errors import PoolClosed, TooManyRequests
+from .options import PoolOptions
+
+__all__ = ["CHECK", "DISCARD", "OK", "Io", "PoolState", "Slot"]
+
+#: Checkout verdicts.
+OK: Final = 0
+CHECK: Final = 1
+DISCARD: Final = 2
+
+
+class Slot:
+    """One pooled connection and what the pool knows about it."""
+
+    __slots__ = (
+        "acquired_at",
+        "conn",
+        "created_at",
+        "epoch",
+        "expires_at",
+        "holder",
+        "id",
+        "in_use",
+        "last_used",
+        "leak_reported",
+        "uses",
+        "verdict",
+    )
+
+    def __init__(self, conn: Any, id: int, epoch: int, now: float, expires_at: float) -> None:
+        self.conn = conn
+        self.id = id
+        self.epoch = epoch
+        self.created_at = now
+        self.expires_at = expires_at
+        self.last_used = now
+        self.acquired_at = 0.0
+        self.uses = 0
+        self.in_use = False
+        self.verdict = OK
+        # Leak detection (shell-owned): where the holder acquired it, or None.
+        self.holder: Any = None
+        self.leak_reported = False
+
+    def __repr__(self) -> str:
+        state = "in use" if self.in_use else "idle"
+        return f"<Slot #{self.id} {state} uses={self.uses}>"
+
+
+@dataclass(slots=True)
+class Io:
+    """I/O a state change asks for; performed by the caller outside its lock."""
+
+    #: connections to close (already removed from the pool's accounting)
+    close: list[Slot] = field(default_factory=list)
+    #: (waiter, slot): hand the slot to the waiter
+    handoff: list[tuple[Any, Slot]] = field(default_factory=list)
+    #: (waiter, error): fail the waiter
+    fail: list[tuple[Any, BaseException]] = field(default_factory=list)
+    #: idle connections taken out for a background keepalive ping
+    ping: list[Slot] = field(default_factory=list)
+    #: in-use connections held past the leak threshold (report once each)
+    leaks: list[Slot] = field(default_factory=list)
+    #: wake the maintenance loop (connections to open, or a new deadline)
+    wake: bool = False
+    #: the pool has been failing to connect for reconnect_timeout: tell the user
+    reconnect_failed: bool = False
+
+
+class PoolState:
+    """Bookkeeping and decisions for one pool. Not thread-safe: the shell locks.
+
+    Invariants (checked by `check_invariants`, and by the Hypothesis state
+    machine in the tests): ``size == idle + in_use + pinging``, ``size +
+    connecting <= max_size``, every waiter is waiting only while no idle
+    connection is available.
+    """
+
+    def __init__(self, options: PoolOptions, rng: random.Random | None = None) -> None:
+        self.options = options
+        self._rng = rng or random.Random()
+        self.idle: deque[Slot] = deque()  # right end = most recently returned (LIFO)
+        self.slots: dict[int, Slot] = {}  # id(conn) -> slot, for every open connection
+        self.waiters: deque[Any] = deque()
+        self.in_use = 0
+        self.pinging = 0
+        self.connecting = 0
+        self.closed = False
+        self._next_id = 0
+        # Epochs: a slot older than validate_below is suspect; older than
+        # discard_below, stale.
+        self.epoch = 0
+        self.validate_below = 0
+        self.discard_below = 0
+        # Reconnect state.
+        self.failures = 0  # consecutive failed connect attempts
+        self.failing_since: float | None = None
+        self.next_attempt_at = 0.0
+        self.last_error: BaseException | None = None
+        self.reconnect_failed_fired = False
+        # Counters (see `stats`).
+        self.n_acquired = 0
+        self.n_waited = 0
+        self.wait_time = 0.0
+        self.n_timeouts = 0
+        self.n_rejected = 0
+        self.n_created = 0
+        self.n_connect_failed = 0
+        self.n_lost = 0
+        self.n_expired = 0
+        self.n_checks = 0
+        self.n_checks_failed = 0
+        self.n_returned_dirty = 0
+        self.n_leaks = 0
+        self.usage_time = 0.0
+
+    # -- derived facts -------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Open connections: idle, in use or being pinged."""
+        return len(self.slots)
+
+    def _wanted(self) -> int:
+        """How many connections to start opening now (reserving nothing)."""
+        if self.closed:
+            return 0
+        opts = self.options
+        total = len(self.slots) + self.connecting
+        room = opts.max_size - total
+        if room <= 0:
+            return 0
+        if self.failures:
+            # While failing, a single attempt at a time: the next one waits for
+            # the backoff, and a dead server is not hammered by the whole pool.
+            return 0 if self.connecting else 1
+        want = opts.min_size - total
+        # Beyond min_size, grow one connection at a time for waiters that
+        # outnumber connections already on their way, so a spike of short
+        # requests does not open max_size connections that then sit idle.
+        if len(self.waiters) > self.connecting and self.connecting == 0:
+            want = max(want, 1)
+        return max(0, min(want, room))
+
+    # -- the hot path --------------------------------------------------------
+
+    def checkout(self, now: float) -> Slot | None:
+        """Pop the most recently used idle connection, or None.
+
+        The returned slot is marked in use and carries a ``verdict``: `OK`
+        (hand it out), `CHECK` (ping it first, then `check_passed` /
+        `check_failed`) or `DISCARD` (call `discard` and try again).
+        """
+        if not self.idle:
+            return None
+        slot = self.idle.pop()
+        slot.in_use = True
+        slot.uses += 1
+        slot.acquired_at = now
+        self.in_use += 1
+        opts = self.options
+        if (
+            slot.epoch < self.discard_below
+            or now >= slot.expires_at
+            or (opts.max_uses is not None and slot.uses > opts.max_uses)
+        ):
+            slot.verdict = DISCARD
+        elif slot.epoch < self.validate_below or now - slot.last_used > opts.check_window:
+            slot.verdict = CHECK
+        else:
+            slot.verdict = OK
+            self.n_acquired += 1
+        return slot
+
+    def checkin(self, slot: Slot, now: float, healthy: bool) -> Io | None:
+        """Take a connection back. ``healthy`` is False when the caller saw it
+        broken (or could not clean it); it is then discarded and older idle
+        connections become suspect."""
+        self.in_use -= 1
+        slot.in_use = False
+        slot.holder = None
+        self.usage_time += now - slot.acquired_at
+        opts = self.options
+        if not healthy:
+            self.n_lost += 1
+            self._suspect_older()
+            return self._remove(slot, Io())
+        if (
+            self.closed
+            or slot.epoch < self.discard_below
+            or now >= slot.expires_at
+            or (opts.max_uses is not None and slot.uses >= opts.max_uses)
+        ):
+            if not self.closed:
+                self.n_expired += 1
+            return self._remove(slot, Io())
+        slot.last_used = now
+        # Hand it straight to the oldest waiter (FIFO fairness), if any.
+        if self.waiters:
+            waiter = self.waiters.popleft()
+            self._lend(slot, now)
+            io = Io()
+            io.handoff.append((waiter, slot))
+            return io
+        self.idle.append(slot)
+        return None
+
+    # -- waiting -------------------------------------------------------------
+
+    def enqueue(self, waiter: Any) -> Io | None:
+        """Queue a caller that found no idle connection.
+
+        Raises:
+            PoolClosed: the pool is closed.
+            TooManyRequests: ``max_waiting`` callers are already queued.
+        """
+        if self.closed:
+            raise PoolClosed("the pool is closed")
+        max_waiting = self.options.max_waiting
+        if max_waiting and len(self.waiters) >= max_waiting:
+            self.n_rejected += 1
+            raise TooManyRequests(
+                f"{len(self.waiters)} requests already waiting (max_waiting={max_waiting})"
+            )
+        self.waiters.append(waiter)
+        if self._wanted():
+            io = Io()
+            io.wake = True
+            return io
+        return None
+
+    def dequeue(self, waiter: Any, timed_out: bool) -> bool:
+        """Forget a waiter that gave up (timed out or was cancelled).
+
+        Returns False when the waiter is no longer queued: a connection was
+        already handed to it, which the caller must give back with `checkin`.
+        """
+        try:
+            self.waiters.remove(waiter)
+        except ValueError:
+            return False
+        if timed_out:
+            self.n_timeouts += 1
+        return True
+
+    def record_wait(self, waited: float) -> None:
+        """Count a successful acquire that had to wait ``waited`` seconds."""
+        self.n_waited += 1
+        self.wait_time += waited
+
+    # -- validation ----------------------------------------------------------
+
+    def check_passed(self, slot: Slot, now: float) -> None:
+        """The checkout ping succeeded: the slot is fresh again."""
+        self.n_checks += 1
+        slot.epoch = self.epoch
+        slot.verdict = OK
+        self.n_acquired += 1
+
+    def check_failed(self, slot: Slot, now: float) -> Io:
+        """The checkout ping failed: discard it and every connection as old.
+
+        One dead connection found by a check is taken as a sign that its
+        siblings died too (a restart, a network cut): they are all discarded
+        at once rather than each costing the next caller a failed check.
+        """
+        self.n_checks += 1
+        self.n_checks_failed += 1
+        self.n_lost += 1
+        slot.in_use = False
+        self.in_use -= 1
+        io = self._remove(slot, Io())
+        self.epoch += 1
+        self.discard_below = self.epoch
+        while self.idle:
+            stale = self.idle.popleft()
+            self.n_lost += 1
+            self._remove(stale, io)
+        return io
+
+    def discard(self, slot: Slot, now: float) -> Io:
+        """Drop a slot whose checkout verdict was `DISCARD`."""
+        slot.in_use = False
+        self.in_use -= 1
+        self.n_expired += 1
+        return self._remove(slot, Io())
+
+    # -- opening connections -------------------------------------------------
+
+    def plan_connects(self, now: float) -> tuple[int, float | None]:
+        """How many connection attempts to start now, reserving them; and when
+        to ask again if more will be wanted later (backoff), else None."""
+        want = self._wanted()
+        if not want:
+            return 0, None
+        if self.failures and now < self.next_attempt_at:
+            return 0, self.next_attempt_at
+        self.connecting += want
+        return want, None
+
+    def connected(self, conn: Any, now: float) -> Io:
+        """A reserved attempt succeeded: the connection joins the pool."""
+        self.connecting -= 1
+        self.failures = 0
+        self.failing_since = None
+        self.reconnect_failed_fired = False
+        self.n_created += 1
+        self._next_id += 1
+        opts = self.options
+        expires_at = float("inf")
+        if opts.max_lifetime is not None:
+            # Negative jitter: connections opened together do not all expire
+            # together ("mass extinction").
+            expires_at = now + opts.max_lifetime * (1 - opts.lifetime_jitter * self._rng.random())
+        slot = Slot(conn, self._next_id, self.epoch, now, expires_at)
+        self.slots[id(conn)] = slot
+        io = Io()
+        if self.closed:
+            self._remove(slot, io)
+            return io
+        if self.waiters:
+            waiter = self.waiters.popleft()
+            slot.uses += 1
+            slot.acquired_at = now
+            self._lend(slot, now)
+            io.handoff.append((waiter, slot))
+        else:
+            self.idle.append(slot)
+        io.wake = bool(self._wanted())
+        return io
+
+    def connect_failed(self, error: BaseException, now: float) -> Io:
+        """A reserved attempt failed: back off, and remember why."""
+        self.connecting -= 1
+        self.n_connect_failed += 1
+        self.last_error = error
+        if self.failing_since is None:
+            self.failing_since = now
+        delay = self.options.backoff.delay(self.failures, self._rng.random())
+        self.failures += 1
+        self.next_attempt_at = now + delay
+        io = Io()
+        io.wake = True
+        if (
+            not self.reconnect_failed_fired
+            and now - self.failing_since >= self.options.reconnect_timeout
+        ):
+            self.reconnect_failed_fired = True
+            io.reconnect_failed = True
+        return io
+
+    # -- background ----------------------------------------------------------
+
+    def maintain(self, now: float) -> tuple[Io, float | None]:
+        """Housekeeping: close expired and surplus idle connections, pick idle
+        ones due for a keepalive ping, report leaks. Returns the I/O and the
+        time this should run again (None: nothing scheduled)."""
+        opts = self.options
+        io = Io()
+        due: list[float] = []
+        keep: deque[Slot] = deque()
+        surplus = len(self.slots) - opts.min_size
+        # Oldest first (left): those are the ones to trim.
+        while self.idle:
+            slot = self.idle.popleft()
+            idle_for = now - slot.last_used
+            if slot.epoch < self.discard_below or now >= slot.expires_at:
+                self.n_expired += 1
+                self._remove(slot, io)
+                surplus -= 1
+            elif opts.max_idle is not None and surplus > 0 and idle_for >= opts.max_idle:
+                self._remove(slot, io)
+                surplus -= 1
+            elif opts.keepalive is not None and idle_for >= opts.keepalive:
+                slot.in_use = False
+                self.pinging += 1
+                io.ping.append(slot)
+            else:
+                keep.append(slot)
+                if slot.expires_at != float("inf"):
+                    due.append(slot.expires_at)
+                if opts.max_idle is not None and surplus > 0:
+                    due.append(slot.last_used + opts.max_idle)
+                if opts.keepalive is not None:
+                    due.append(slot.last_used + opts.keepalive)
+        self.idle = keep
+        if opts.leak_threshold is not None and self.in_use:
+            for slot in self.slots.values():
+                if slot.in_use and not slot.leak_reported:
+                    deadline = slot.acquired_at + opts.leak_threshold
+                    if now >= deadline:
+                        slot.leak_reported = True
+                        self.n_leaks += 1
+                        io.leaks.append(slot)
+                    else:
+                        due.append(deadline)
+        if self.failures and self._wanted():
+            due.append(self.next_attempt_at)
+        io.wake = bool(self._wanted())
+        return io, (min(due) if due else None)
+
+    def ping_done(self, slot: Slot, now: float, ok: bool) -> Io | None:
+        """A background keepalive ping finished."""
+        self.pinging -= 1
+        if not ok:
+            self.n_lost += 1
+            self._suspect_older()
+            io = self._remove(slot, Io())
+            io.wake = True
+            return io
+        slot.last_used = now
+        slot.epoch = self.epoch
+        if self.waiters:
+            waiter = self.waiters.popleft()
+            slot.uses += 1
+            slot.acquired_at = now
+            self._lend(slot, now)
+            io = Io()
+            io.handoff.append((waiter, slot))
+            return io
+        if self.closed:
+            return self._remove(slot, Io())
+        # Keep LIFO order honest: a pinged connection is as fresh as any.
+        self.idle.append(slot)
+        return None
+
+    # -- administration --------------------------------------------------------
+
+    def resize(self, options: PoolOptions) -> Io:
+        """Apply new sizes; close idle connections above the new maximum."""
+        self.options = options
+        io = Io()
+        while self.idle and len(self.slots) > options.max_size:
+            self._remove(self.idle.popleft(), io)
+        io.wake = True
+        return io
+
+    def drain(self) -> Io:
+        """Replace every connection: idle ones now, in-use ones when returned."""
+        self.epoch += 1
+        self.discard_below = self.epoch
+        io = Io()
+        while self.idle:
+            self._remove(self.idle.popleft(), io)
+        io.wake = True
+        return io
+
+    def close(self) -> Io:
+        """Stop: fail every waiter, close idle connections; in-use ones are
+        closed when returned."""
+        self.closed = True
+        io = Io()
+        while self.waiters:
+            io.fail.append((self.waiters.popleft(), PoolClosed("the pool was closed")))
+        while self.idle:
+            self._remove(self.idle.popleft(), io)
+        return io
+
+    def owns(self, conn: Any) -> Slot | None:
+        """The slot of a connection this pool lent out, or None."""
+        return self.slots.get(id(conn))
+
+    def stats(self) -> dict[str, int | float]:
+        """A snapshot of sizes and counters (times in milliseconds)."""
+        return {
+            "size": len(self.slots),
+            "idle": len(self.idle),
+            "in_use": self.in_use,
+            "connecting": self.connecting,
+            "waiting": len(self.waiters),
+            "min_size": self.options.min_size,
+            "max_size": self.options.max_size,
+            "acquired": self.n_acquired,
+            "waited": self.n_waited,
+            "wait_ms": round(self.wait_time * 1000.0, 3),
+            "usage_ms": round(self.usage_time * 1000.0, 3),
+            "timeouts": self.n_timeouts,
+            "rejected": self.n_rejected,
+            "connections_created": self.n_created,
+            "connections_failed": self.n_connect_failed,
+            "connections_lost": self.n_lost,
+            "connections_expired": self.n_expired,
+            "checks": self.n_checks,
+            "checks_failed": self.n_checks_failed,
+            "leaks": self.n_leaks,
+        }
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError if the bookkeeping is inconsistent (for tests)."""
+        idle_ids = {id(s) for s in self.idle}
+        assert len(idle_ids) == len(self.idle), "a slot is idle twice"
+        in_use = sum(1 for s in self.slots.values() if s.in_use)
+        assert in_use == self.in_use, f"in_use {self.in_use} != {in_use}"
+        assert len(self.slots) == len(self.idle) + self.in_use + self.pinging, (
+            f"size {len(self.slots)} != idle {len(self.idle)} + in_use {self.in_use}"
+            f" + pinging {self.pinging}"
+        )
+        assert self.connecting >= 0
+        assert len(self.slots) + self.connecting <= max(self.options.max_size, len(self.slots))
+        assert not (self.waiters and self.idle), "a waiter waits while a connection idles"
+        for slot in self.idle:
+            assert not slot.in_use and id(slot.conn) in self.slots
+
+    # -- internals -------------------------------------------------------------
+
+    def _lend(self, slot: Slot, now: float) -> None:
+        slot.in_use = True
+        slot.acquired_at = now
+        slot.leak_reported = False
+        slot.verdict = OK
+        self.in_use += 1
+        self.n_acquired += 1
+
+    def _suspect_older(self) -> None:
+        self.epoch += 1
+        self.validate_below = self.epoch
+
+    def _remove(self, slot: Slot, io: Io) -> Io:
+        del self.slots[id(slot.conn)]
+        io.close.append(slot)
+        io.wake = io.wake or bool(self._wanted())
+        return io
