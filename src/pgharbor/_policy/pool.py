@@ -370,9 +370,12 @@ class PoolState:
         self.last_error = error
         if self.failing_since is None:
             self.failing_since = now
-        delay = self.options.backoff.delay(self.failures, self._rng.random())
-        self.failures += 1
-        self.next_attempt_at = now + delay
+        # Attempts started together (warm-up) fail together: only the first of
+        # them escalates the backoff, the others are already waiting it out.
+        if not self.failures or now >= self.next_attempt_at:
+            delay = self.options.backoff.delay(self.failures, self._rng.random())
+            self.failures += 1
+            self.next_attempt_at = now + delay
         io = Io()
         io.wake = True
         if (
