@@ -54,7 +54,7 @@ def test_warm_up_asks_for_min_size_in_parallel() -> None:
 def test_checkout_is_lifo_and_skips_check_inside_window() -> None:
     """The most recently returned connection is lent first, unchecked when fresh."""
     state = make(check_window=0.5)
-    a, b = fill(state)
+    _, b = fill(state)
     slot = state.checkout(0.1)
     assert slot is b and slot.verdict == OK
     assert state.checkin(slot, 0.2, healthy=True) is None
