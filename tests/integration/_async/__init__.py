@@ -1,0 +1,1 @@
+"""Integration tests written once, async; `tools/unasync.py` generates `_sync`."""
