@@ -10,8 +10,13 @@ import pwd
 import re
 import shutil
 import subprocess
+import tempfile
+import threading
+import weakref
 from pathlib import Path
 from typing import Any
+
+from pgharbor.testing._cleanup import Resources
 
 __all__ = [
     "PostgresNotFound",
@@ -219,3 +224,74 @@ def chown_to_server_user(path: str) -> None:
         return
     pw = pwd.getpwnam(_SERVER_USER)
     os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def run_tool(bindir: str, cwd: str, *args: str, timeout: float = 120.0) -> str:
+    """Run *args* (a tool from *bindir*, or ``cp``) as the server user."""
+    exe = "cp" if args[0] == "cp" else os.path.join(bindir, args[0])
+    proc = subprocess.run(
+        [exe, *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=server_env(bindir),
+        check=False,
+        **as_server_user(),
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{args[0]} failed with exit code {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+        )
+    return str(proc.stdout)
+
+
+# One pristine initdb output per installation, shared by every server of the
+# process and removed at exit by its own finalizer.
+_templates: dict[str, str] = {}
+_templates_lock = threading.Lock()
+_template_resources = Resources("templates")
+weakref.finalize(_template_resources, _template_resources.release)
+
+
+def template_for(bindir: str) -> str:
+    with _templates_lock:
+        if bindir not in _templates:
+            base = os.environ.get("PGHARBOR_TEST_TMPDIR", "/tmp")
+            root = tempfile.mkdtemp(prefix="pgharbor-template-", dir=base)
+            _template_resources.dirs.append(root)
+            chown_to_server_user(root)
+            data = os.path.join(root, "data")
+            run_tool(
+                bindir,
+                root,
+                "initdb",
+                "-D",
+                data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                # 1 MB WAL segments instead of 16: every copy of the template
+                # and every fresh pg_wal is that much lighter on the disk.
+                "--wal-segsize=1",
+            )
+            _templates[bindir] = data
+        return _templates[bindir]
+
+
+def pid_file_ready(pid_file: Path, pid: int) -> bool:
+    """Read postmaster.pid like ``pg_ctl -w``: line 8 says "ready" or "standby"."""
+    try:
+        lines = pid_file.read_text().splitlines()
+    except OSError:
+        return False
+    return (
+        len(lines) >= 8
+        and lines[0].strip() == str(pid)
+        and lines[7].strip() in ("ready", "standby")
+    )

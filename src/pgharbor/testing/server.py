@@ -6,9 +6,7 @@ import os
 import signal
 import subprocess
 import tempfile
-import threading
 import time
-import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +23,11 @@ from pgharbor.testing._binaries import (
     _major_of,
     as_server_user,
     chown_to_server_user,
+    pid_file_ready,
     resolve_bindir,
+    run_tool,
     server_env,
+    template_for,
 )
 from pgharbor.testing._cleanup import (
     Resources,
@@ -387,12 +388,12 @@ class PostgresServer:
 
     def _run(self, *args: str, timeout: float = 120.0) -> str:
         """Run a server-side tool from bindir as the server user."""
-        return _run_tool(self.bindir, self.root_dir, *args, timeout=timeout)
+        return run_tool(self.bindir, self.root_dir, *args, timeout=timeout)
 
     def _initdb(self) -> None:
         # initdb costs a second or two; copying a pristine cluster made once
         # per installation costs a few tens of milliseconds.
-        template = _template_for(self.bindir)
+        template = template_for(self.bindir)
         self._run("cp", "-a", template, self.data_dir)
         self._append_settings({**_BASE_SETTINGS, **self._settings})
         hba = Path(self.data_dir, "pg_hba.conf")
@@ -442,7 +443,7 @@ class PostgresServer:
             self._res.add_process(proc, signal.SIGQUIT)
             deadline = time.monotonic() + timeout
             while proc.poll() is None and time.monotonic() < deadline:
-                if _pid_file_ready(pid_file, proc.pid):
+                if pid_file_ready(pid_file, proc.pid):
                     return
                 time.sleep(0.01)
             if proc.poll() is None:
@@ -652,7 +653,7 @@ class PostgresServer:
         Raises:
             TimeoutError: A standby is still behind after *timeout* seconds.
         """
-        lsn = self.execute("SELECT pg_current_wal_insert_lsn()::text")[0][0]
+        lsn = self._flushed_lsn()
         targets = [replica] if replica else [r for r in self._followers if r.is_running]
         deadline = time.monotonic() + timeout
         for target in targets:
@@ -660,6 +661,27 @@ class PostgresServer:
                 raise TimeoutError(
                     f"{target!r} did not replay {lsn} within {timeout}s\n" + target.log_tail(10)
                 )
+
+    def _flushed_lsn(self) -> str:
+        """Write a WAL record, flush it and return its end: a replay target.
+
+        The insert position is no good target: it can point past a page
+        header that no record has reached yet, so no standby ever "replays"
+        it. A transactional logical message is a real record after every
+        earlier one, and its synchronous commit flushes the WAL that the
+        server's asynchronous commits may still hold in buffers.
+        """
+        info = self.conninfo(
+            connect_timeout=5,
+            application_name=HELPER_APP_NAME,
+            options="-c synchronous_commit=on",
+        )
+        with psycopg.connect(info, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT pg_logical_emit_message(true, 'pgharbor', 'sync')::text"
+            ).fetchone()
+        assert row is not None
+        return str(row[0])
 
     def promote(self, wait: bool = True, timeout: float = 30.0) -> None:
         """Turn this standby into a primary (``pg_ctl promote``)."""
@@ -746,68 +768,9 @@ class PostgresServer:
             # Streaming alone is not enough: a diverged standby briefly
             # streams the old timeline before noticing the fork.
             if rows and rows[0][0] == "streaming" and rows[0][1] == timeline:
-                lsn = primary.execute("SELECT pg_current_wal_insert_lsn()::text")
-                return _replayed(self, lsn[0][0], deadline)
+                return _replayed(self, primary._flushed_lsn(), deadline)
             time.sleep(0.02)
         return False
-
-
-def _run_tool(bindir: str, cwd: str, *args: str, timeout: float = 120.0) -> str:
-    """Run *args* (a tool from *bindir*, or ``cp``) as the server user."""
-    exe = "cp" if args[0] == "cp" else os.path.join(bindir, args[0])
-    proc = subprocess.run(
-        [exe, *args[1:]],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=server_env(bindir),
-        check=False,
-        **as_server_user(),
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{args[0]} failed with exit code {proc.returncode}:\n{proc.stdout}{proc.stderr}"
-        )
-    return str(proc.stdout)
-
-
-# One pristine initdb output per installation, shared by every server of the
-# process and removed at exit by its own finalizer.
-_templates: dict[str, str] = {}
-_templates_lock = threading.Lock()
-_template_resources = Resources("templates")
-weakref.finalize(_template_resources, _template_resources.release)
-
-
-def _template_for(bindir: str) -> str:
-    with _templates_lock:
-        if bindir not in _templates:
-            base = os.environ.get("PGHARBOR_TEST_TMPDIR", "/tmp")
-            root = tempfile.mkdtemp(prefix="pgharbor-template-", dir=base)
-            _template_resources.dirs.append(root)
-            chown_to_server_user(root)
-            data = os.path.join(root, "data")
-            _run_tool(
-                bindir,
-                root,
-                "initdb",
-                "-D",
-                data,
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-                # 1 MB WAL segments instead of 16: every copy of the template
-                # and every fresh pg_wal is that much lighter on the disk.
-                "--wal-segsize=1",
-            )
-            _templates[bindir] = data
-        return _templates[bindir]
 
 
 def _replayed(standby: PostgresServer, lsn: str, deadline: float) -> bool:
@@ -824,16 +787,3 @@ def _replayed(standby: PostgresServer, lsn: str, deadline: float) -> bool:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
-
-
-def _pid_file_ready(pid_file: Path, pid: int) -> bool:
-    """Read postmaster.pid like ``pg_ctl -w``: line 8 says "ready" or "standby"."""
-    try:
-        lines = pid_file.read_text().splitlines()
-    except OSError:
-        return False
-    return (
-        len(lines) >= 8
-        and lines[0].strip() == str(pid)
-        and lines[7].strip() in ("ready", "standby")
-    )

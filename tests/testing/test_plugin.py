@@ -1,0 +1,102 @@
+"""The pytest plugin: fixtures and the leak guard."""
+
+from __future__ import annotations
+
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from pgharbor.testing import ChaosProxy, PostgresServer, TempDatabase
+from pgharbor.testing.plugin import app_name_for
+
+_seen_databases: list[str] = []
+
+
+def test_pg_database_is_fresh(pg_database: TempDatabase) -> None:
+    """pg_database yields an empty database reachable through its conninfo."""
+    import psycopg
+
+    _seen_databases.append(pg_database.name)
+    with psycopg.connect(pg_database.conninfo()) as conn:
+        row = conn.execute(
+            "SELECT current_database(), count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchone()
+    assert row == (pg_database.name, 0)
+    assert pg_database.url().endswith(f"/{pg_database.name}")
+
+
+def test_pg_database_was_dropped(pg_server: PostgresServer) -> None:
+    """The previous test's database is gone (tests run in file order)."""
+    assert _seen_databases, "test_pg_database_is_fresh must run first"
+    rows = pg_server.execute("SELECT 1 FROM pg_database WHERE datname = %s", [_seen_databases[0]])
+    assert rows == []
+
+
+def test_app_name_is_unique_per_test(app_name: str, request: pytest.FixtureRequest) -> None:
+    """app_name is short ASCII, derived from this test's node id only."""
+    assert app_name == app_name_for(request.node.nodeid)
+    assert app_name != app_name_for(request.node.nodeid + "x")
+    assert app_name.isascii() and len(app_name) == 10
+
+
+def test_chaos_proxy_forwards(chaos_proxy: ChaosProxy, app_name: str) -> None:
+    """chaos_proxy forwards to pg_server until told otherwise."""
+    import psycopg
+
+    info = make_conninfo("", host=chaos_proxy.host, port=chaos_proxy.port, user="postgres")
+    with psycopg.connect(info, application_name=app_name) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+INNER = """
+import asyncio, threading, time
+import psycopg
+import pytest
+
+_keep = []
+
+def test_clean(pg_server, app_name):
+    with psycopg.connect(pg_server.conninfo(application_name=app_name)):
+        pass
+
+def test_leaves_backend(pg_server, app_name):
+    _keep.append(psycopg.connect(pg_server.conninfo(application_name=app_name)))
+
+@pytest.mark.no_leak_check
+def test_opted_out(pg_server, app_name):
+    _keep.append(psycopg.connect(pg_server.conninfo(application_name=app_name)))
+
+def test_leaves_thread():
+    threading.Thread(target=time.sleep, args=(3,), name="sleeper").start()
+
+@pytest.mark.asyncio
+async def test_leaves_task():
+    asyncio.get_running_loop().create_task(asyncio.sleep(10), name="dangling")
+"""
+
+
+def test_leak_guard_catches_leaks(pytester: pytest.Pytester) -> None:
+    """Leftover sessions, threads and tasks fail a test; the marker opts out."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_inner=INNER)
+    # The first test checks the plugin starts no server (and imports no
+    # psycopg-heavy module) for tests that do not ask for one.
+    pytester.makepyfile(
+        test_a_first="""
+import sys
+def test_no_server_imported():
+    assert "pgharbor.testing.server" not in sys.modules
+"""
+    )
+    result = pytester.runpytest_subprocess("-v")
+    result.assert_outcomes(passed=5, failed=1, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_leaves_backend*",
+            "*leak check: 1 session(s) with application_name=*",
+            "*ERROR at teardown of test_leaves_thread*",
+            "*leak check: 1 thread(s) still running: sleeper*",
+            "*_ test_leaves_task _*",
+            "*leak check: 1 asyncio task(s) still running: dangling*",
+        ],
+        consecutive=False,
+    )
