@@ -1,0 +1,94 @@
+"""AsyncPool behaviour with no sync counterpart: task cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pgharbor import AsyncPool
+from pgharbor.testing import PostgresServer
+
+
+@pytest.fixture(params=["psycopg", "asyncpg"])
+async def pool(
+    request: pytest.FixtureRequest, pg_server: PostgresServer, app_name: str
+) -> AsyncIterator[AsyncPool]:
+    async with AsyncPool(
+        pg_server.conninfo(application_name=app_name),
+        driver=request.param,
+        min_size=2,
+        max_size=2,
+    ) as pool:
+        yield pool
+
+
+async def test_cancel_storm_while_queued_loses_nothing(pool: AsyncPool) -> None:
+    """Cancelling queued tasks removes them from the queue; no connection is lost."""
+    held = [await pool.acquire(), await pool.acquire()]
+    tasks = [asyncio.create_task(pool.acquire(timeout=10)) for _ in range(8)]
+    while pool.stats()["waiting"] < 8:
+        await asyncio.sleep(0.001)
+    for task in tasks[::2]:
+        task.cancel()
+    await asyncio.sleep(0)
+    for conn in held:
+        await pool.release(conn)
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    got = [c for c in done if not isinstance(c, BaseException)]
+    assert sum(isinstance(c, asyncio.CancelledError) for c in done) == 4
+    # Two connections were handed out; the other two waiters still queue.
+    for conn in got:
+        await pool.release(conn)
+    stats = pool.stats()
+    assert stats["waiting"] == 0 and stats["size"] == 2 and stats["in_use"] == 0
+
+
+async def test_cancel_right_after_handoff_returns_the_connection(pool: AsyncPool) -> None:
+    """A waiter cancelled after a connection was assigned to it gives it back."""
+    held = [await pool.acquire(), await pool.acquire()]
+    task = asyncio.create_task(pool.acquire(timeout=10))
+    while pool.stats()["waiting"] < 1:
+        await asyncio.sleep(0.001)
+    await pool.release(held.pop())  # assigned to the waiter...
+    task.cancel()  # ...which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await pool.release(held.pop())
+    stats = pool.stats()
+    assert stats["in_use"] == 0 and stats["idle"] == 2
+
+
+async def test_cancel_during_release_rollback_never_loses_a_slot(pool: AsyncPool) -> None:
+    """Cancelled while rolling back on return: the connection is discarded, not lost."""
+    conn = await pool.acquire()
+    if hasattr(conn, "fetch"):
+        await conn.execute("BEGIN")
+    else:
+        await conn.execute("BEGIN")
+    task = asyncio.create_task(pool.release(conn))
+    await asyncio.sleep(0)  # release is now awaiting the rollback
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await pool.wait(timeout=5)
+    stats = pool.stats()
+    assert stats["in_use"] == 0
+    assert stats["size"] + stats["connecting"] <= 2
+    async with pool.connection():
+        pass
+
+
+async def test_timeout_racing_a_handoff_keeps_the_connection(pool: AsyncPool) -> None:
+    """Many short timeouts racing releases never leak a connection."""
+    for _ in range(20):
+        held = [await pool.acquire(), await pool.acquire()]
+        waiter = asyncio.create_task(pool.acquire(timeout=0.002))
+        await asyncio.sleep(0.002)
+        for conn in held:
+            await pool.release(conn)
+        result = (await asyncio.gather(waiter, return_exceptions=True))[0]
+        if not isinstance(result, BaseException):
+            await pool.release(result)
+    stats = pool.stats()
+    assert stats["in_use"] == 0 and stats["idle"] == 2
