@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from pgharbor.testing import ChaosProxy, PostgresServer, TempDatabase
+from pgharbor.testing import ChaosProxy, PostgresServer, TempDatabase, find_bindirs
 from pgharbor.testing.plugin import app_name_for
 
 _seen_databases: list[str] = []
@@ -29,6 +31,18 @@ def test_pg_database_was_dropped(pg_server: PostgresServer) -> None:
     assert _seen_databases, "test_pg_database_is_fresh must run first"
     rows = pg_server.execute("SELECT 1 FROM pg_database WHERE datname = %s", [_seen_databases[0]])
     assert rows == []
+
+
+def test_pg_server_honours_requested_version(
+    pg_server: PostgresServer, pytestconfig: pytest.Config
+) -> None:
+    """pg_server runs --pg-version, else $PGHARBOR_TEST_PG_VERSION, else the first found."""
+    wanted = (
+        pytestconfig.getoption("--pg-version")
+        or os.environ.get("PGHARBOR_TEST_PG_VERSION")
+        or find_bindirs()[0][0]
+    )
+    assert pg_server.version.major == int(wanted)
 
 
 def test_app_name_is_unique_per_test(app_name: str, request: pytest.FixtureRequest) -> None:

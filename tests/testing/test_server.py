@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -175,3 +177,29 @@ def test_set_changes_setting_for_new_sessions(running: PostgresServer) -> None:
     finally:
         running.reset()
     assert running.execute("SHOW work_mem") == [("4MB",)]
+
+
+EXIT_SCRIPT = """
+import sys
+from pgharbor.testing import PostgresServer
+pg = PostgresServer()
+pg.start()
+print(pg.pid, pg.root_dir, flush=True)
+sys.modules["__main__"].kept = pg  # still referenced at exit: only atexit helps
+raise SystemExit(3)
+"""
+
+
+def test_interpreter_exit_cleans_up() -> None:
+    """A server never cleaned up explicitly dies with the interpreter, dir included."""
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr
+    pid_text, root = proc.stdout.split()
+    assert not is_alive(int(pid_text))
+    assert not os.path.exists(root)
