@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -203,3 +204,16 @@ def test_interpreter_exit_cleans_up() -> None:
     pid_text, root = proc.stdout.split()
     assert not is_alive(int(pid_text))
     assert not os.path.exists(root)
+
+
+def test_keep_preserves_directory_for_debugging() -> None:
+    """keep=True stops the server on cleanup but leaves its directory and log."""
+    pg = PostgresServer(keep=True)
+    try:
+        pg.start()
+        pid, root = pg.pid, pg.root_dir
+        pg.cleanup()
+        assert not is_alive(pid)
+        assert os.path.exists(os.path.join(root, "postgres.log"))
+    finally:
+        shutil.rmtree(pg.root_dir, ignore_errors=True)
