@@ -1,0 +1,320 @@
+"""The candidates: how each one is opened, lends a connection, and is closed.
+
+A sync candidate is a context manager yielding a *borrow* callable
+(``with borrow() as conn``); an async one is an async context manager yielding
+an async *borrow*. ``raw`` candidates instead yield ``P`` dedicated
+connections, one per worker. pgbench is run as a subprocess.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import asyncpg
+import psycopg
+import psycopg2
+import psycopg2.pool
+import psycopg_pool
+import sqlalchemy.pool
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+__all__ = ["CANDIDATES", "SAFETY", "Candidate", "P", "Target", "pgharbor_class"]
+
+#: Pool size for every candidate (and the number of raw connections).
+P = 5
+
+#: "Every safety feature on": validation window (default 0.5 s), a lifetime,
+#: leak detection and keepalive. (There is no metrics sink yet to switch on.)
+SAFETY: dict[str, Any] = {
+    "check_window": 0.5,
+    "max_lifetime": 600.0,
+    "leak_threshold": 60.0,
+    "keepalive": 120.0,
+}
+
+Kind = Literal["raw", "sync", "async", "pgbench"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the server is: a keyword conninfo (libpq drivers) and a URL (asyncpg)."""
+
+    conninfo: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One line of the table.
+
+    ``driver`` names the client library (and flavour); ``raw`` candidates are
+    the baseline of their driver, ``peer`` marks the pool pgharbor is compared
+    with for that driver. ``opener`` takes a `Target` and returns the context
+    manager described in the module docstring.
+    """
+
+    name: str
+    driver: str
+    kind: Kind
+    lib: str  # the driver module: psycopg, psycopg2, asyncpg (for queries)
+    opener: Callable[[Target], Any] | None = None
+    is_async: bool = False
+    peer: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.driver}/{self.name}"
+
+
+def pgharbor_class(name: str) -> Any:
+    """``Pool`` or ``AsyncPool``: the private module now, ``pgharbor.X`` later."""
+    module = "pgharbor._async.pool" if name == "AsyncPool" else "pgharbor._sync.pool"
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return getattr(importlib.import_module("pgharbor"), name)
+
+
+# -- raw connections --------------------------------------------------------------
+
+
+@contextmanager
+def _raw_psycopg(t: Target) -> Iterator[list[Any]]:
+    conns = [psycopg.connect(t.conninfo, autocommit=True) for _ in range(P)]
+    try:
+        yield conns
+    finally:
+        for c in conns:
+            c.close()
+
+
+@contextmanager
+def _raw_psycopg2(t: Target) -> Iterator[list[Any]]:
+    conns = [psycopg2.connect(t.conninfo) for _ in range(P)]
+    try:
+        for c in conns:
+            c.autocommit = True
+        yield conns
+    finally:
+        for c in conns:
+            c.close()
+
+
+@asynccontextmanager
+async def _raw_apsycopg(t: Target) -> AsyncIterator[list[Any]]:
+    conns = [await psycopg.AsyncConnection.connect(t.conninfo, autocommit=True) for _ in range(P)]
+    try:
+        yield conns
+    finally:
+        for c in conns:
+            await c.close()
+
+
+@asynccontextmanager
+async def _raw_asyncpg(t: Target) -> AsyncIterator[list[Any]]:
+    conns = [await asyncpg.connect(t.url) for _ in range(P)]
+    try:
+        yield conns
+    finally:
+        for c in conns:
+            await c.close()
+
+
+# -- pgharbor ---------------------------------------------------------------------
+
+
+def _pgharbor_sync(driver: str, **options: Any) -> Callable[[Target], Any]:
+    @contextmanager
+    def opener(t: Target) -> Iterator[Any]:
+        pool_cls = pgharbor_class("Pool")
+        with pool_cls(t.conninfo, driver=driver, min_size=P, max_size=P, **options) as pool:
+            yield pool.connection
+
+    return opener
+
+
+def _pgharbor_async(driver: str, **options: Any) -> Callable[[Target], Any]:
+    @asynccontextmanager
+    async def opener(t: Target) -> AsyncIterator[Any]:
+        pool_cls = pgharbor_class("AsyncPool")
+        async with pool_cls(t.conninfo, driver=driver, min_size=P, max_size=P, **options) as pool:
+            yield pool.connection
+
+    return opener
+
+
+# -- peers ------------------------------------------------------------------------
+
+
+def _psycopg_pool(check: bool) -> Callable[[Target], Any]:
+    @contextmanager
+    def opener(t: Target) -> Iterator[Any]:
+        pool = psycopg_pool.ConnectionPool(
+            t.conninfo,
+            min_size=P,
+            max_size=P,
+            open=True,
+            kwargs={"autocommit": True},
+            check=psycopg_pool.ConnectionPool.check_connection if check else None,
+        )
+        try:
+            pool.wait()
+            yield pool.connection
+        finally:
+            pool.close()
+
+    return opener
+
+
+def _apsycopg_pool(check: bool) -> Callable[[Target], Any]:
+    @asynccontextmanager
+    async def opener(t: Target) -> AsyncIterator[Any]:
+        # open=True in the constructor is deprecated for the async pool:
+        # open it explicitly, which is the same thing.
+        pool = psycopg_pool.AsyncConnectionPool(
+            t.conninfo,
+            min_size=P,
+            max_size=P,
+            open=False,
+            kwargs={"autocommit": True},
+            check=psycopg_pool.AsyncConnectionPool.check_connection if check else None,
+        )
+        try:
+            await pool.open(wait=True)
+            yield pool.connection
+        finally:
+            await pool.close()
+
+    return opener
+
+
+def _sqlalchemy(pre_ping: bool) -> Callable[[Target], Any]:
+    @contextmanager
+    def opener(t: Target) -> Iterator[Any]:
+        def creator() -> Any:
+            return psycopg.connect(t.conninfo, autocommit=True)
+
+        pool = sqlalchemy.pool.QueuePool(
+            creator,
+            pool_size=P,
+            max_overflow=0,
+            pre_ping=pre_ping,
+            # pre_ping needs a dialect to ping with; an Engine would pass this one.
+            dialect=cast(Any, PGDialect_psycopg)(),
+        )
+
+        @contextmanager
+        def borrow() -> Iterator[Any]:
+            fairy = pool.connect()
+            try:
+                yield fairy.dbapi_connection
+            finally:
+                fairy.close()
+
+        try:
+            yield borrow
+        finally:
+            pool.dispose()
+
+    return opener
+
+
+@contextmanager
+def _psycopg2_pool(t: Target) -> Iterator[Any]:
+    pool = psycopg2.pool.ThreadedConnectionPool(P, P, t.conninfo)
+    conns = [pool.getconn() for _ in range(P)]
+    for c in conns:
+        c.autocommit = True
+        pool.putconn(c)
+    # ThreadedConnectionPool raises when exhausted: a semaphore makes callers wait.
+    gate = threading.BoundedSemaphore(P)
+
+    @contextmanager
+    def borrow() -> Iterator[Any]:
+        with gate:
+            conn = pool.getconn()
+            try:
+                yield conn
+            finally:
+                pool.putconn(conn)
+
+    try:
+        yield borrow
+    finally:
+        pool.closeall()
+
+
+@asynccontextmanager
+async def _asyncpg_pool(t: Target) -> AsyncIterator[Any]:
+    async with asyncpg.create_pool(t.url, min_size=P, max_size=P) as pool:
+        yield pool.acquire
+
+
+# -- the list, in the order they take turns -----------------------------------------
+
+CANDIDATES: list[Candidate] = [
+    # psycopg 3, sync
+    Candidate("raw", "psycopg", "raw", "psycopg", _raw_psycopg),
+    Candidate("pgharbor", "psycopg", "sync", "psycopg", _pgharbor_sync("psycopg")),
+    Candidate("pgharbor+safety", "psycopg", "sync", "psycopg", _pgharbor_sync("psycopg", **SAFETY)),
+    Candidate("psycopg_pool", "psycopg", "sync", "psycopg", _psycopg_pool(False), peer=True),
+    Candidate("psycopg_pool+check", "psycopg", "sync", "psycopg", _psycopg_pool(True)),
+    Candidate("sqlalchemy", "psycopg", "sync", "psycopg", _sqlalchemy(False)),
+    Candidate("sqlalchemy+pre_ping", "psycopg", "sync", "psycopg", _sqlalchemy(True)),
+    # psycopg2
+    Candidate("raw", "psycopg2", "raw", "psycopg2", _raw_psycopg2),
+    Candidate("pgharbor", "psycopg2", "sync", "psycopg2", _pgharbor_sync("psycopg2")),
+    Candidate(
+        "pgharbor+safety", "psycopg2", "sync", "psycopg2", _pgharbor_sync("psycopg2", **SAFETY)
+    ),
+    Candidate("ThreadedConnectionPool", "psycopg2", "sync", "psycopg2", _psycopg2_pool, peer=True),
+    # psycopg 3, async
+    Candidate("raw", "psycopg async", "raw", "psycopg", _raw_apsycopg, is_async=True),
+    Candidate(
+        "pgharbor", "psycopg async", "async", "psycopg", _pgharbor_async("psycopg"), is_async=True
+    ),
+    Candidate(
+        "pgharbor+safety",
+        "psycopg async",
+        "async",
+        "psycopg",
+        _pgharbor_async("psycopg", **SAFETY),
+        is_async=True,
+    ),
+    Candidate(
+        "psycopg_pool",
+        "psycopg async",
+        "async",
+        "psycopg",
+        _apsycopg_pool(False),
+        is_async=True,
+        peer=True,
+    ),
+    Candidate(
+        "psycopg_pool+check",
+        "psycopg async",
+        "async",
+        "psycopg",
+        _apsycopg_pool(True),
+        is_async=True,
+    ),
+    # asyncpg
+    Candidate("raw", "asyncpg", "raw", "asyncpg", _raw_asyncpg, is_async=True),
+    Candidate("pgharbor", "asyncpg", "async", "asyncpg", _pgharbor_async("asyncpg"), is_async=True),
+    Candidate(
+        "pgharbor+safety",
+        "asyncpg",
+        "async",
+        "asyncpg",
+        _pgharbor_async("asyncpg", **SAFETY),
+        is_async=True,
+    ),
+    Candidate("asyncpg.Pool", "asyncpg", "async", "asyncpg", _asyncpg_pool, True, peer=True),
+    # context: the C client
+    Candidate("pgbench", "libpq (C)", "pgbench", "libpq"),
+]
