@@ -42,6 +42,7 @@ typecheck: $(STAMP)
 format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+	$(PY) tools/unasync.py
 
 unasync: $(STAMP)
 	$(PY) tools/unasync.py

@@ -92,6 +92,7 @@ RULES: list[Rule] = [
     Rule("aensure", "ensure", optional=True),
     Rule("aspawn", "spawn", optional=True),
     Rule("ajoin", "join", optional=True),
+    Rule("aalive", "alive", optional=True),
     Rule("asleep", "sleep", optional=True),
     Rule("AWaiter", "Waiter", optional=True),
     Rule("AQueue", "Queue", optional=True),
@@ -162,9 +163,7 @@ def run(
             inputs += 1
             source = src.relative_to(root).as_posix()
             text = src.read_text(encoding="utf-8")
-            expected[dst_dir / src.relative_to(src_dir)] = convert_text(
-                text, source, rules, used
-            )
+            expected[dst_dir / src.relative_to(src_dir)] = convert_text(text, source, rules, used)
         for dst, new in expected.items():
             old = dst.read_text(encoding="utf-8") if dst.exists() else ""
             if old == new:
@@ -187,9 +186,7 @@ def run(
             else:
                 orphan.unlink()
                 print(f"unasync: removed {rel}")
-    unused = [
-        rule for i, rule in enumerate(rules) if i not in used and not rule.optional
-    ]
+    unused = [rule for i, rule in enumerate(rules) if i not in used and not rule.optional]
     if inputs and unused:
         print("unasync: these rules were never used:", file=sys.stderr)
         for rule in unused:

@@ -37,9 +37,11 @@ __all__ = [
     "StrFactory",
     "TaskFn",
     "Waiter",
+    "aalive",
     "aensure",
     "agather",
     "ajoin",
+    "alive",
     "asleep",
     "aspawn",
     "ensure",
@@ -225,6 +227,16 @@ def spawn(fn: TaskFn, *args: Any, name: str, group: set[Any]) -> threading.Threa
     group.add(thread)
     thread.start()
     return thread
+
+
+def aalive(task: asyncio.Task[Any]) -> bool:
+    """Whether a spawned task is still running."""
+    return not task.done()
+
+
+def alive(thread: threading.Thread) -> bool:
+    """Whether a spawned thread is still running."""
+    return thread.is_alive()
 
 
 async def ajoin(task: asyncio.Task[Any], timeout: float) -> None:

@@ -57,7 +57,7 @@ def test_checkout_is_lifo_and_skips_check_inside_window() -> None:
     _, b = fill(state)
     slot = state.checkout(0.1)
     assert slot is b and slot.verdict == OK
-    assert state.checkin(slot, 0.2, healthy=True) is None
+    state.checkin(slot, 0.2, healthy=True)
     assert state.checkout(0.3) is b
 
 
@@ -494,3 +494,30 @@ def test_backoff_doubles_within_jitter_and_caps() -> None:
     assert backoff.delay(3, 0.5) == pytest.approx(0.8)
     assert 0.09 <= backoff.delay(0, 0.0) <= 0.11
     assert backoff.delay(1000, 0.999) <= 5.5
+
+
+def test_maintain_never_asks_to_wake_itself_while_backing_off() -> None:
+    """During a backoff, maintenance schedules the retry instead of waking at once."""
+    state = make(min_size=1, max_size=1, backoff=Backoff(initial=1.0, jitter=0.0))
+    state.plan_connects(0.0)
+    state.connect_failed(OSError("refused"), 0.0)
+    io, due = state.maintain(0.1)
+    assert not io.wake and due == 1.0
+
+
+def test_first_idle_connection_schedules_maintenance() -> None:
+    """Maintenance that had nothing to watch is woken when a connection goes idle."""
+    state = make(min_size=1, max_size=1, keepalive=30.0)
+    state.plan_connects(0.0)
+    assert state.connected(Conn(), 0.0).wake
+    slot = state.checkout(0.0)
+    assert slot is not None
+    _, due = state.maintain(0.0)  # all in use: nothing due
+    assert due is None
+    woke = state.checkin(slot, 1.0, healthy=True)
+    assert woke is not None and woke.wake
+    _, due = state.maintain(1.0)
+    assert due == 31.0
+    again = state.checkout(2.0)
+    assert again is not None
+    assert state.checkin(again, 2.0, healthy=True) is None  # already scheduled

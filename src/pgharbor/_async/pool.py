@@ -35,6 +35,7 @@ from .._acompat import (
     AStrFactory,
     ATaskFn,
     AWaiter,
+    aalive,
     aensure,
     ajoin,
     aspawn,
@@ -243,8 +244,11 @@ class AsyncPool:
         await self._perform(io)
         # Background work winds down by itself once the state is closed;
         # connections that finish opening meanwhile are closed at once.
-        while self._tasks and monotonic() < deadline:
-            for task in list(self._tasks):
+        while monotonic() < deadline:
+            running = [t for t in list(self._tasks) if aalive(t)]
+            if not running:
+                break
+            for task in running:
                 await ajoin(task, deadline - monotonic())
         if self._state.in_use:
             logger.warning(

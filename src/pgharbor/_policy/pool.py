@@ -132,6 +132,9 @@ class PoolState:
         self.next_attempt_at = 0.0
         self.last_error: BaseException | None = None
         self.reconnect_failed_fired = False
+        # When maintenance runs next (None: nothing scheduled; it must be woken
+        # when something starts to need it, e.g. the first idle connection).
+        self.next_due: float | None = None
         # Counters (see `stats`).
         self.n_acquired = 0
         self.n_waited = 0
@@ -237,6 +240,8 @@ class PoolState:
             io.handoff.append((waiter, slot))
             return io
         self.idle.append(slot)
+        if self.next_due is None:
+            return self._schedule(now)
         return None
 
     # -- waiting -------------------------------------------------------------
@@ -360,7 +365,9 @@ class PoolState:
             io.handoff.append((waiter, slot))
         else:
             self.idle.append(slot)
-        io.wake = bool(self._wanted())
+        # A new connection brings new deadlines (lifetime, keepalive): let the
+        # maintenance loop plan for them, and for any further connects.
+        io.wake = True
         return io
 
     def connect_failed(self, error: BaseException, now: float) -> Io:
@@ -431,10 +438,16 @@ class PoolState:
                         io.leaks.append(slot)
                     else:
                         due.append(deadline)
+        if opts.leak_threshold is not None:
+            # Connections lent after this run must be looked at in time too.
+            due.append(now + opts.leak_threshold / 2)
         if self.failures and self._wanted():
             due.append(self.next_attempt_at)
-        io.wake = bool(self._wanted())
-        return io, (min(due) if due else None)
+        # Maintenance plans its own connects next: asking to be woken for them
+        # here would make it spin through a backoff delay.
+        io.wake = False
+        self.next_due = min(due) if due else None
+        return io, self.next_due
 
     def ping_done(self, slot: Slot, now: float, ok: bool) -> Io | None:
         """A background keepalive ping finished."""
@@ -459,6 +472,8 @@ class PoolState:
             return self._remove(slot, Io())
         # Keep LIFO order honest: a pinged connection is as fresh as any.
         self.idle.append(slot)
+        if self.next_due is None:
+            return self._schedule(now)
         return None
 
     # -- administration --------------------------------------------------------
@@ -539,6 +554,13 @@ class PoolState:
             assert not slot.in_use and id(slot.conn) in self.slots
 
     # -- internals -------------------------------------------------------------
+
+    def _schedule(self, now: float) -> Io:
+        """Ask for a maintenance run (once: next_due marks it pending)."""
+        self.next_due = now
+        io = Io()
+        io.wake = True
+        return io
 
     def _lend(self, slot: Slot, now: float) -> None:
         slot.in_use = True

@@ -37,6 +37,7 @@ from .._acompat import (
     StrFactory,
     TaskFn,
     Waiter,
+    alive,
     ensure,
     join,
     spawn,
@@ -245,8 +246,11 @@ class Pool:
         self._perform(io)
         # Background work winds down by itself once the state is closed;
         # connections that finish opening meanwhile are closed at once.
-        while self._tasks and monotonic() < deadline:
-            for task in list(self._tasks):
+        while monotonic() < deadline:
+            running = [t for t in list(self._tasks) if alive(t)]
+            if not running:
+                break
+            for task in running:
                 join(task, deadline - monotonic())
         if self._state.in_use:
             logger.warning(

@@ -8,15 +8,14 @@ at module level and starts no server until a fixture asks for one.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import inspect
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Generator, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Generator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -243,47 +242,47 @@ def _settled_threads(before: set[threading.Thread]) -> list[threading.Thread]:
     return leftover
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    # Tasks are checked inside the test's own event loop, right after the
-    # test body: by fixture teardown the loop may be closed and its tasks
-    # cancelled, hiding the leak. pytest-asyncio reads ``item.obj`` when the
-    # test runs, so swapping in a wrapper here is enough.
-    if not isinstance(item, pytest.Function) or item.get_closest_marker("no_leak_check"):
-        return (yield)
-    func = item.obj
-    if not inspect.iscoroutinefunction(func):
-        return (yield)
-    item.obj = _guard_tasks(func)
-    try:
-        return (yield)
-    finally:
-        item.obj = func
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tasks are checked by an async fixture placed first in each coroutine
+    # test's fixtures: it is torn down after the test's own fixtures (a pool
+    # fixture closing its pool is no leak) and before the event loop closes
+    # (which would cancel leftover tasks and hide them).
+    if _task_guard is None:
+        return
+    for item in items:
+        if (
+            isinstance(item, pytest.Function)
+            and inspect.iscoroutinefunction(item.obj)
+            and not item.get_closest_marker("no_leak_check")
+        ):
+            item.fixturenames.insert(0, "_pgharbor_task_guard")
 
 
-def _guard_tasks(
-    func: Callable[..., Coroutine[Any, Any, None]],
-) -> Callable[..., Coroutine[Any, Any, None]]:
-    @functools.wraps(func)
-    async def guarded(*args: Any, **kwargs: Any) -> None:
-        before = asyncio.all_tasks()
-        await func(*args, **kwargs)
-        me = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _GRACE
-        while left := asyncio.all_tasks() - before - {me}:
-            if loop.time() > deadline:
-                break
-            await asyncio.sleep(0.01)
-        if left:
-            # Cancel them so the loop can close cleanly, then report.
-            for task in left:
-                task.cancel()
-            await asyncio.wait(left, timeout=_GRACE)
-            names = ", ".join(sorted(t.get_name() for t in left))
-            pytest.fail(
-                f"leak check: {len(left)} asyncio task(s) still running: {names}",
-                pytrace=False,
-            )
+async def _guard_tasks() -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    before = asyncio.all_tasks(loop)
+    yield
+    me = asyncio.current_task()
+    deadline = loop.time() + _GRACE
+    while left := asyncio.all_tasks(loop) - before - {me}:
+        if loop.time() > deadline:
+            break
+        await asyncio.sleep(0.01)
+    if left:
+        # Cancel them so the loop can close cleanly, then report.
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=_GRACE)
+        names = ", ".join(sorted(t.get_name() for t in left))
+        pytest.fail(
+            f"leak check: {len(left)} asyncio task(s) still running: {names}",
+            pytrace=False,
+        )
 
-    return guarded
+
+try:
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - the guard needs pytest-asyncio
+    _task_guard = None
+else:
+    _task_guard = pytest_asyncio.fixture(name="_pgharbor_task_guard")(_guard_tasks)
