@@ -94,6 +94,7 @@ RULES: list[Rule] = [
     Rule("ajoin", "join", optional=True),
     Rule("aalive", "alive", optional=True),
     Rule("asleep", "sleep", optional=True),
+    Rule("ADeadlines", "Deadlines", optional=True),
     Rule("AWaiter", "Waiter", optional=True),
     Rule("AQueue", "Queue", optional=True),
     Rule("ATimer", "Timer", optional=True),

@@ -7,6 +7,7 @@ async (source)     async meaning                 sync twin
 ``ALock``          no-op (one event loop)        ``Lock`` = ``threading.Lock``
 ``AEvent``         ``asyncio.Event`` + timeout   ``Event`` (``threading.Event``)
 ``AWaiter``        a future, resolved once       ``Waiter``: a pre-acquired lock
+``ADeadlines``     one timer for all waiters     ``Deadlines``: not needed
 ``aspawn``         ``asyncio.create_task``       ``spawn``: a daemon thread
 ``asleep``         ``asyncio.sleep``             ``sleep`` = ``time.sleep``
 ``aensure``        call, await if awaitable      ``ensure``: call
@@ -21,17 +22,21 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 __all__ = [
+    "ADeadlines",
     "AEvent",
     "ALock",
     "AStrFactory",
     "ATaskFn",
     "AWaiter",
+    "Deadlines",
     "Event",
     "Lock",
     "StrFactory",
@@ -131,22 +136,19 @@ class Event:
         return self._event.wait(None if timeout is None else max(timeout, 0.0))
 
 
-def _expire(fut: asyncio.Future[bool]) -> None:
-    if not fut.done():
-        fut.set_result(False)
-
-
 class AWaiter:
     """A place in the pool's queue: resolved once, by `set` or `fail`.
 
     ``wait`` returns True once resolved, False on timeout. If the waiting task
     is cancelled, ``wait`` raises and the pool reclaims whatever it was given.
+    ``since`` is when the wait began (the pool's stats count it).
     """
 
-    __slots__ = ("_fut", "error", "value")
+    __slots__ = ("_fut", "error", "since", "value")
 
-    def __init__(self) -> None:
+    def __init__(self, since: float) -> None:
         self._fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.since = since
         self.value: Any = None
         self.error: BaseException | None = None
 
@@ -160,16 +162,18 @@ class AWaiter:
         if not self._fut.done():
             self._fut.set_result(True)
 
-    async def wait(self, timeout: float | None) -> bool:
-        fut = self._fut
-        if timeout is None:
-            return await fut
-        # A timer handle is much cheaper than asyncio.wait_for's extra task.
-        handle = asyncio.get_running_loop().call_later(timeout, _expire, fut)
-        try:
-            return await fut
-        finally:
-            handle.cancel()
+    def expire(self) -> None:
+        """Resolve as timed out (called by `ADeadlines`)."""
+        if not self._fut.done():
+            self._fut.set_result(False)
+
+    def done(self) -> bool:
+        return self._fut.done()
+
+    async def wait(self, timeout: float | None, deadlines: ADeadlines) -> bool:
+        if timeout is not None:
+            deadlines.watch(self, timeout)
+        return await self._fut
 
     async def settle(self) -> None:
         """Wait for a resolution already decided by the pool. On the loop the
@@ -177,14 +181,67 @@ class AWaiter:
         return None
 
 
+class ADeadlines:
+    """Times out a pool's waiters with one timer instead of one per waiter.
+
+    A timer handle per wait (``call_later``, then ``cancel``) is a large part
+    of the cost of a queued acquire. Waiters are kept in arrival order; since
+    most share the pool's default timeout, the oldest expire first, and served
+    ones are dropped from the front as new ones arrive, so the queue stays as
+    short as the pool's own. The single timer is set for the earliest deadline.
+    """
+
+    __slots__ = ("_at", "_entries", "_handle")
+
+    def __init__(self) -> None:
+        self._entries: deque[tuple[float, AWaiter]] = deque()
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = math.inf
+
+    def watch(self, waiter: AWaiter, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        entries = self._entries
+        while entries and entries[0][1].done():
+            entries.popleft()
+        entries.append((deadline, waiter))
+        if deadline < self._at:
+            self._arm(loop, deadline)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._at = deadline
+        self._handle = loop.call_at(deadline, self._fire, loop)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._handle = None
+        self._at = math.inf
+        now = loop.time()
+        keep: deque[tuple[float, AWaiter]] = deque()
+        earliest = math.inf
+        for deadline, waiter in self._entries:
+            if waiter.done():
+                continue
+            if deadline <= now:
+                waiter.expire()
+            else:
+                keep.append((deadline, waiter))
+                earliest = min(earliest, deadline)
+        self._entries = keep
+        if earliest < math.inf:
+            self._arm(loop, earliest)
+
+
 class Waiter:
     """Thread flavour of `AWaiter`: a lock acquired at birth, released once."""
 
-    __slots__ = ("_lock", "error", "value")
+    __slots__ = ("_lock", "error", "since", "value")
 
-    def __init__(self) -> None:
+    def __init__(self, since: float) -> None:
         self._lock = threading.Lock()
         self._lock.acquire()
+        self.since = since
         self.value: Any = None
         self.error: BaseException | None = None
 
@@ -196,13 +253,20 @@ class Waiter:
         self.error = error
         self._lock.release()
 
-    def wait(self, timeout: float | None) -> bool:
+    def wait(self, timeout: float | None, deadlines: Deadlines) -> bool:
+        # A blocked thread times out by itself: no shared timer needed.
         return self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
 
     def settle(self) -> None:
         """Block until the resolution the pool already decided is delivered:
         the releasing thread sets it right after leaving the pool's lock."""
         self._lock.acquire()
+
+
+class Deadlines:
+    """Thread flavour of `ADeadlines`: nothing to do (see `Waiter.wait`)."""
+
+    __slots__ = ()
 
 
 def aspawn(fn: ATaskFn, *args: Any, name: str, group: set[Any]) -> asyncio.Task[Any]:

@@ -293,17 +293,29 @@ def test_resize_validates_and_shrinks() -> None:
         state.options.with_sizes(5, 2)
 
 
+class Waiting:
+    """A waiter that says when it started waiting, as the shells' do."""
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+
+
 def test_stats_counts_waits_and_usage() -> None:
-    """stats reports sizes and counters in milliseconds."""
-    state = make()
+    """stats reports sizes and counters in milliseconds; a served waiter's wait
+    is counted when it is served."""
+    state = make(min_size=1, max_size=1)
     fill(state)
     slot = state.checkout(0.0)
     assert slot is not None
-    state.checkin(slot, 0.25, healthy=True)
-    state.record_wait(0.5)
+    waiter = Waiting(0.25)
+    state.enqueue(waiter)
+    io = state.checkin(slot, 0.75, healthy=True)
+    assert io is not None and io.handoff == [(waiter, slot)]
+    state.checkin(slot, 1.0, healthy=True)
     stats = state.stats()
-    assert stats["usage_ms"] == 250.0 and stats["wait_ms"] == 500.0
-    assert stats["size"] == 2 and stats["idle"] == 2 and stats["in_use"] == 0
+    assert stats["usage_ms"] == 1000.0 and stats["wait_ms"] == 500.0
+    assert stats["waited"] == 1 and stats["acquired"] == 2
+    assert stats["size"] == 1 and stats["idle"] == 1 and stats["in_use"] == 0
 
 
 def test_io_defaults_are_independent() -> None:

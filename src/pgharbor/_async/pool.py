@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from .._acompat import (
+    ADeadlines,
     AEvent,
     ALock,
     AStrFactory,
@@ -155,6 +156,7 @@ class AsyncPool:
         self._state = PoolState(self.options)
         self._lock = ALock()
         self._wakeup = AEvent()  # maintenance: there is work to plan
+        self._deadlines = ADeadlines()  # expires waiters (one timer, not one each)
         self._grown = AEvent()  # open(wait=True): a connection joined
         self._opened = False
         self._tasks: set[Any] = set()  # background tasks (threads, in Pool)
@@ -241,7 +243,7 @@ class AsyncPool:
         with self._lock:
             io = self._state.close()
         self._wakeup.set()
-        await self._perform(io)
+        self._perform(io)
         # Background work winds down by itself once the state is closed;
         # connections that finish opening meanwhile are closed at once.
         while monotonic() < deadline:
@@ -313,7 +315,7 @@ class AsyncPool:
             if slot.verdict == DISCARD:
                 with self._lock:
                     io = self._state.discard(slot, monotonic())
-                await self._perform(io)
+                self._perform(io)
                 continue
             ok = await self._ping(slot)
             with self._lock:
@@ -324,7 +326,7 @@ class AsyncPool:
                 else:
                     after = self._state.check_failed(slot, monotonic())
             if after is not None:
-                await self._perform(after)
+                self._perform(after)
 
     async def resize(self, min_size: int, max_size: int | None = None) -> None:
         """Change the sizes at runtime (validated first; nothing changes on error).
@@ -336,14 +338,14 @@ class AsyncPool:
         self.options = options
         with self._lock:
             io = self._state.resize(options)
-        await self._perform(io)
+        self._perform(io)
 
     async def drain(self) -> None:
         """Replace every connection: idle ones now, in-use ones when returned;
         new connections are opened in the background."""
         with self._lock:
             io = self._state.drain()
-        await self._perform(io)
+        self._perform(io)
 
     # -- the hot path ------------------------------------------------------------
 
@@ -361,14 +363,14 @@ class AsyncPool:
                     if not await self._ping(slot):
                         with self._lock:
                             io = st.check_failed(slot, monotonic())
-                        await self._perform(io)
+                        self._perform(io)
                         continue
                     with self._lock:
                         st.check_passed(slot, monotonic())
                 else:
                     with self._lock:
                         io = st.discard(slot, monotonic())
-                    await self._perform(io)
+                    self._perform(io)
                     continue
             if self.options.leak_threshold is not None:
                 slot.holder = sys._getframe(2)
@@ -392,7 +394,7 @@ class AsyncPool:
                     monotonic() - slot.acquired_at,
                 )
             if io is not None:
-                await self._perform(io)
+                self._perform(io)
 
     async def _wait_for_slot(self, timeout: float | None) -> Slot:
         """Queue until a connection is handed over (FIFO) or the timeout passes."""
@@ -400,14 +402,13 @@ class AsyncPool:
             timeout = self.options.timeout
         if self._state.closed or not self._opened:
             raise PoolClosed(f"pool {self.name!r} is {'closed' if self._opened else 'not open'}")
-        start = monotonic()
-        waiter = AWaiter()
+        waiter = AWaiter(monotonic())
         with self._lock:
             io = self._state.enqueue(waiter)
         if io is not None:
             self._wakeup.set()
         try:
-            resolved = await waiter.wait(timeout)
+            resolved = await waiter.wait(timeout, self._deadlines)
         except BaseException:
             # Cancelled while queued: leave the queue, or give back what we got.
             with self._lock:
@@ -429,8 +430,6 @@ class AsyncPool:
         if waiter.error is not None:
             raise waiter.error
         slot: Slot = waiter.value
-        with self._lock:
-            self._state.record_wait(monotonic() - start)
         return slot
 
     # -- I/O helpers ---------------------------------------------------------------
@@ -471,7 +470,7 @@ class AsyncPool:
             return False
         return True
 
-    async def _perform(self, io: Io) -> None:
+    def _perform(self, io: Io) -> None:
         """Carry out what a state change asked for. Never blocks on the network:
         closing and pinging run in the background."""
         for waiter, slot in io.handoff:
@@ -511,7 +510,7 @@ class AsyncPool:
                 io, due = st.maintain(now)
             for _ in range(n):
                 self._spawn(self._connect_one)
-            await self._perform(io)
+            self._perform(io)
             wake_at = min((t for t in (retry_at, due) if t is not None), default=None)
             await self._wakeup.wait_timeout(None if wake_at is None else wake_at - monotonic())
 
@@ -534,14 +533,14 @@ class AsyncPool:
             with self._lock:
                 io = self._state.connect_failed(error, monotonic())
             logger.warning("pool %r: connection attempt failed: %s", self.name, error)
-            await self._perform(io)
+            self._perform(io)
             if not isinstance(exc, Exception):
                 raise
             return
         with self._lock:
             io = self._state.connected(conn, monotonic())
         self._grown.set()
-        await self._perform(io)
+        self._perform(io)
 
     async def _connect_params(self) -> dict[str, str]:
         params = self._params
@@ -565,7 +564,7 @@ class AsyncPool:
             with self._lock:
                 io = self._state.ping_done(slot, monotonic(), ok)
             if io is not None:
-                await self._perform(io)
+                self._perform(io)
 
     async def _call_reconnect_failed(self) -> None:
         assert self._reconnect_failed is not None
@@ -626,6 +625,7 @@ class AsyncPool:
         self._lock = ALock()
         self._wakeup = AEvent()
         self._grown = AEvent()
+        self._deadlines = ADeadlines()
         if self._opened:
             self._spawn(self._maintain)
 

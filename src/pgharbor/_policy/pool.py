@@ -104,6 +104,9 @@ class Io:
 class PoolState:
     """Bookkeeping and decisions for one pool. Not thread-safe: the shell locks.
 
+    Waiters are opaque to the core; one with a ``since`` attribute (the time
+    it started waiting) has its wait counted in the stats when it is served.
+
     Invariants (checked by `check_invariants`, and by the Hypothesis state
     machine in the tests): ``size == idle + in_use + pinging``, ``size +
     connecting <= max_size``, every waiter is waiting only while no idle
@@ -235,7 +238,7 @@ class PoolState:
         # Hand it straight to the oldest waiter (FIFO fairness), if any.
         if self.waiters:
             waiter = self.waiters.popleft()
-            self._lend(slot, now)
+            self._lend(slot, now, waiter)
             io = Io()
             io.handoff.append((waiter, slot))
             return io
@@ -281,11 +284,6 @@ class PoolState:
         if timed_out:
             self.n_timeouts += 1
         return True
-
-    def record_wait(self, waited: float) -> None:
-        """Count a successful acquire that had to wait ``waited`` seconds."""
-        self.n_waited += 1
-        self.wait_time += waited
 
     # -- validation ----------------------------------------------------------
 
@@ -361,7 +359,7 @@ class PoolState:
             waiter = self.waiters.popleft()
             slot.uses += 1
             slot.acquired_at = now
-            self._lend(slot, now)
+            self._lend(slot, now, waiter)
             io.handoff.append((waiter, slot))
         else:
             self.idle.append(slot)
@@ -464,7 +462,7 @@ class PoolState:
             waiter = self.waiters.popleft()
             slot.uses += 1
             slot.acquired_at = now
-            self._lend(slot, now)
+            self._lend(slot, now, waiter)
             io = Io()
             io.handoff.append((waiter, slot))
             return io
@@ -562,13 +560,18 @@ class PoolState:
         io.wake = True
         return io
 
-    def _lend(self, slot: Slot, now: float) -> None:
+    def _lend(self, slot: Slot, now: float, waiter: Any) -> None:
         slot.in_use = True
         slot.acquired_at = now
         slot.leak_reported = False
         slot.verdict = OK
         self.in_use += 1
         self.n_acquired += 1
+        # Waiters may carry the time they started waiting (the shells' do).
+        since = getattr(waiter, "since", None)
+        if since is not None:
+            self.n_waited += 1
+            self.wait_time += now - since
 
     def _suspect_older(self) -> None:
         self.epoch += 1

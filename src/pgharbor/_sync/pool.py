@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any
 
 from .._acompat import (
+    Deadlines,
     Event,
     Lock,
     StrFactory,
@@ -157,6 +158,7 @@ class Pool:
         self._state = PoolState(self.options)
         self._lock = Lock()
         self._wakeup = Event()  # maintenance: there is work to plan
+        self._deadlines = Deadlines()  # expires waiters (one timer, not one each)
         self._grown = Event()  # open(wait=True): a connection joined
         self._opened = False
         self._tasks: set[Any] = set()  # background tasks (threads, in Pool)
@@ -402,14 +404,13 @@ class Pool:
             timeout = self.options.timeout
         if self._state.closed or not self._opened:
             raise PoolClosed(f"pool {self.name!r} is {'closed' if self._opened else 'not open'}")
-        start = monotonic()
-        waiter = Waiter()
+        waiter = Waiter(monotonic())
         with self._lock:
             io = self._state.enqueue(waiter)
         if io is not None:
             self._wakeup.set()
         try:
-            resolved = waiter.wait(timeout)
+            resolved = waiter.wait(timeout, self._deadlines)
         except BaseException:
             # Cancelled while queued: leave the queue, or give back what we got.
             with self._lock:
@@ -431,8 +432,6 @@ class Pool:
         if waiter.error is not None:
             raise waiter.error
         slot: Slot = waiter.value
-        with self._lock:
-            self._state.record_wait(monotonic() - start)
         return slot
 
     # -- I/O helpers ---------------------------------------------------------------
@@ -628,6 +627,7 @@ class Pool:
         self._lock = Lock()
         self._wakeup = Event()
         self._grown = Event()
+        self._deadlines = Deadlines()
         if self._opened:
             self._spawn(self._maintain)
 
