@@ -4,7 +4,7 @@ maps it to, so `_async/` code reads the same in both flavours.
 =================  ============================  ===============================
 async (source)     async meaning                 sync twin
 =================  ============================  ===============================
-``ALock``          no-op (one event loop)        ``Lock`` = ``threading.Lock``
+``ALock``          uncontended (one loop)        ``Lock`` = ``threading.Lock``
 ``AEvent``         ``asyncio.Event`` + timeout   ``Event`` (``threading.Event``)
 ``AWaiter``        a future, resolved once       ``Waiter``: a pre-acquired lock
 ``ADeadlines``     one timer for all waiters     ``Deadlines``: not needed
@@ -15,7 +15,7 @@ async (source)     async meaning                 sync twin
 =================  ============================  ===============================
 
 The pool never awaits while it holds its lock, so on the event loop the lock
-has nothing to exclude: ``ALock`` costs one no-op ``with``.
+has nothing to exclude: ``ALock`` is an uncontended ``threading.Lock``.
 """
 
 from __future__ import annotations
@@ -70,16 +70,10 @@ Lock = threading.Lock
 sleep = time.sleep
 
 
-class ALock:
-    """The event loop's lock: nothing to do, since no critical section awaits."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+#: The event loop's lock. No critical section awaits, so nothing can contend
+#: for it on one loop; an uncontended ``threading.Lock`` is a C-level no-op,
+#: cheaper than any Python class with ``__enter__``/``__exit__``.
+ALock = threading.Lock
 
 
 asleep = asyncio.sleep
@@ -170,10 +164,12 @@ class AWaiter:
     def done(self) -> bool:
         return self._fut.done()
 
-    async def wait(self, timeout: float | None, deadlines: ADeadlines) -> bool:
+    def wait(self, timeout: float | None, deadlines: ADeadlines) -> asyncio.Future[bool]:
+        """What to await: True once resolved, False on timeout. A plain method
+        returning the future saves a coroutine frame per queued acquire."""
         if timeout is not None:
             deadlines.watch(self, timeout)
-        return await self._fut
+        return self._fut
 
     async def settle(self) -> None:
         """Wait for a resolution already decided by the pool. On the loop the

@@ -30,6 +30,17 @@ class Conn:
         return f"<Conn {id(self):x}>"
 
 
+class Waiting:
+    """A waiter: the core only reads when it started waiting."""
+
+    def __init__(self, name: str = "w", since: float = 0.0) -> None:
+        self.name = name
+        self.since = since
+
+    def __repr__(self) -> str:
+        return self.name
+
+
 def make(**kw: object) -> PoolState:
     opts = {"min_size": 2, "max_size": 4, "max_lifetime": None, **kw}
     return PoolState(PoolOptions(**opts), rng=random.Random(1))  # type: ignore[arg-type]
@@ -144,20 +155,21 @@ def test_waiters_get_returned_connections_fifo() -> None:
     fill(state)
     lent = state.checkout(0.0)
     assert lent is not None
-    state.enqueue("w1")
-    state.enqueue("w2")
+    w1, w2 = Waiting("w1"), Waiting("w2")
+    state.enqueue(w1)
+    state.enqueue(w2)
     io = state.checkin(lent, 0.1, healthy=True)
-    assert io is not None and io.handoff == [("w1", lent)]
-    assert list(state.waiters) == ["w2"]
+    assert io is not None and io.handoff == [(w1, lent)]
+    assert list(state.waiters) == [w2]
     state.check_invariants()
 
 
 def test_max_waiting_rejects_at_once() -> None:
     """Beyond max_waiting, enqueue raises TooManyRequests naming the limit."""
     state = make(max_waiting=1)
-    state.enqueue("w1")
+    state.enqueue(Waiting())
     with pytest.raises(TooManyRequests, match="max_waiting=1"):
-        state.enqueue("w2")
+        state.enqueue(Waiting())
     assert state.stats()["rejected"] == 1
 
 
@@ -167,9 +179,10 @@ def test_dequeue_after_handoff_reports_it() -> None:
     fill(state)
     lent = state.checkout(0.0)
     assert lent is not None
-    state.enqueue("w1")
+    w1 = Waiting()
+    state.enqueue(w1)
     state.checkin(lent, 0.1, healthy=True)
-    assert state.dequeue("w1", timed_out=True) is False
+    assert state.dequeue(w1, timed_out=True) is False
     assert state.stats()["timeouts"] == 0
 
 
@@ -179,7 +192,7 @@ def test_growth_beyond_min_is_one_at_a_time() -> None:
     fill(state)
     assert state.checkout(0.0) is not None
     for i in range(20):
-        state.enqueue(f"w{i}")
+        state.enqueue(Waiting(f"w{i}"))
     assert state.plan_connects(0.0) == (1, None)
     assert state.plan_connects(0.0) == (0, None)
     io = state.connected(Conn(), 0.15)
@@ -259,15 +272,16 @@ def test_close_fails_waiters_and_closes_idle() -> None:
     fill(state)
     lent = state.checkout(0.0)
     assert lent is not None
-    state.waiters.append("w")  # pretend one is queued
+    waiter = Waiting()
+    state.waiters.append(waiter)  # pretend one is queued
     io = state.close()
-    assert [w for w, _ in io.fail] == ["w"]
+    assert [w for w, _ in io.fail] == [waiter]
     assert isinstance(io.fail[0][1], PoolClosed)
     assert len(io.close) == 1
     after = state.checkin(lent, 1.0, healthy=True)
     assert after is not None and after.close == [lent]
     with pytest.raises(PoolClosed):
-        state.enqueue("late")
+        state.enqueue(Waiting())
     assert state.plan_connects(1.0) == (0, None)
 
 
@@ -293,13 +307,6 @@ def test_resize_validates_and_shrinks() -> None:
         state.options.with_sizes(5, 2)
 
 
-class Waiting:
-    """A waiter that says when it started waiting, as the shells' do."""
-
-    def __init__(self, since: float) -> None:
-        self.since = since
-
-
 def test_stats_counts_waits_and_usage() -> None:
     """stats reports sizes and counters in milliseconds; a served waiter's wait
     is counted when it is served."""
@@ -307,7 +314,7 @@ def test_stats_counts_waits_and_usage() -> None:
     fill(state)
     slot = state.checkout(0.0)
     assert slot is not None
-    waiter = Waiting(0.25)
+    waiter = Waiting(since=0.25)
     state.enqueue(waiter)
     io = state.checkin(slot, 0.75, healthy=True)
     assert io is not None and io.handoff == [(waiter, slot)]
@@ -321,8 +328,9 @@ def test_stats_counts_waits_and_usage() -> None:
 def test_io_defaults_are_independent() -> None:
     """Each Io carries its own lists."""
     a, b = Io(), Io()
-    a.close.append(object())  # type: ignore[arg-type]
-    assert b.close == []
+    a.to_close(object())  # type: ignore[arg-type]
+    a.to_close(object())  # type: ignore[arg-type]
+    assert len(a.close) == 2 and not b.close and not Io().close
 
 
 class PoolMachine(RuleBasedStateMachine):
@@ -346,9 +354,9 @@ class PoolMachine(RuleBasedStateMachine):
             rng=random.Random(0),
         )
         self.now = 0.0
-        self.waiting: list[str] = []
+        self.waiting: list[Waiting] = []
         self.pings: list[Slot] = []
-        self.served: dict[str, Slot] = {}
+        self.served: dict[Waiting, Slot] = {}
         self.n = 0
 
     def apply(self, io: Io | None) -> None:
@@ -380,7 +388,7 @@ class PoolMachine(RuleBasedStateMachine):
         if self.state.closed:
             return None
         self.n += 1
-        waiter = f"w{self.n}"
+        waiter = Waiting(f"w{self.n}", self.now)
         try:
             self.apply(self.state.enqueue(waiter))
         except TooManyRequests:

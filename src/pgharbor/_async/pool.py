@@ -7,7 +7,7 @@ asyncio and threads live in the paired primitives of `pgharbor._acompat`.
 Rules this shell keeps:
 
 - decide under the lock (``PoolState`` methods), do I/O outside it;
-- the hot path (`_acquire_slot` / `_release_slot`) does no I/O unless a
+- the hot path (`acquire`, `release`, `connection`) does no I/O unless a
   connection needs a ping (idle longer than ``check_window``) or a rollback
   (returned inside a transaction);
 - connections are opened and closed by background work (`_maintain`,
@@ -162,6 +162,8 @@ class AsyncPool:
         self._tasks: set[Any] = set()  # background tasks (threads, in Pool)
         self._pid = os.getpid()
         self._forked = False
+        # Take the slow acquire path: after a fork, or to record leak holders.
+        self._slow = leak_threshold is not None
         _pools.add(self)
 
     # -- public API ------------------------------------------------------------
@@ -280,7 +282,12 @@ class AsyncPool:
         Prefer `connection`, which cannot forget to give it back. Raises as
         `connection` does.
         """
-        slot = await self._acquire_slot(timeout)
+        slot: Slot | None = None
+        if not self._slow:
+            with self._lock:
+                slot = self._state.checkout(monotonic())
+        if slot is None or slot.verdict:
+            slot = await self._acquire_slow(slot, timeout)
         return slot.conn
 
     async def release(self, conn: Any) -> None:
@@ -292,7 +299,8 @@ class AsyncPool:
         slot = self._state.owns(conn)
         if slot is None or not slot.in_use or slot.conn is not conn:
             raise ValueError(f"connection {conn!r} is not lent out by pool {self.name!r}")
-        await self._release_slot(slot)
+        if not self._put_back(slot):
+            await self._release_slot(slot)
 
     def stats(self) -> dict[str, int | float]:
         """Sizes and counters: ``size``, ``idle``, ``in_use``, ``connecting``,
@@ -349,13 +357,20 @@ class AsyncPool:
 
     # -- the hot path ------------------------------------------------------------
 
-    async def _acquire_slot(self, timeout: float | None) -> Slot:
+    # The fast paths live in `acquire`, `release` and `_ConnectionContext`:
+    # pop an idle connection that needs no check and hand it over; take back
+    # a clean one. Everything else comes here.
+
+    async def _acquire_slow(self, slot: Slot | None, timeout: float | None) -> Slot:
+        """Acquire, starting from ``slot`` (popped by a fast path, maybe None)."""
         if self._forked:
             self._after_fork()
+            slot = None  # popped from the parent's state: not ours
         st = self._state
         while True:
-            with self._lock:
-                slot = st.checkout(monotonic())
+            if slot is None:
+                with self._lock:
+                    slot = st.checkout(monotonic())
             if slot is None:
                 slot = await self._wait_for_slot(timeout)
             elif slot.verdict != OK:
@@ -364,6 +379,7 @@ class AsyncPool:
                         with self._lock:
                             io = st.check_failed(slot, monotonic())
                         self._perform(io)
+                        slot = None
                         continue
                     with self._lock:
                         st.check_passed(slot, monotonic())
@@ -371,10 +387,25 @@ class AsyncPool:
                     with self._lock:
                         io = st.discard(slot, monotonic())
                     self._perform(io)
+                    slot = None
                     continue
             if self.options.leak_threshold is not None:
                 slot.holder = sys._getframe(2)
             return slot
+
+    def _put_back(self, slot: Slot) -> bool:
+        """Take back a clean connection with no I/O; False if it needs cleaning."""
+        if (
+            self._driver.status(slot.conn) is not _IDLE
+            or self._reset is not None
+            or slot.leak_reported
+        ):
+            return False
+        with self._lock:
+            io = self._state.checkin(slot, monotonic(), True)
+        if io is not None:
+            self._perform(io)
+        return True
 
     async def _release_slot(self, slot: Slot) -> None:
         healthy = True
@@ -622,6 +653,7 @@ class AsyncPool:
         self._tasks = set()
         self._pid = os.getpid()
         self._forked = False
+        self._slow = self.options.leak_threshold is not None
         self._lock = ALock()
         self._wakeup = AEvent()
         self._grown = AEvent()
@@ -637,7 +669,7 @@ _orphans: list[Any] = []
 
 def _mark_forked() -> None:
     for pool in list(_pools):
-        pool._forked = True
+        pool._forked = pool._slow = True
 
 
 if hasattr(os, "register_at_fork"):
@@ -655,7 +687,13 @@ class _ConnectionContext:
         self._slot: Slot | None = None
 
     async def __aenter__(self) -> Any:
-        slot = await self._pool._acquire_slot(self._timeout)
+        pool = self._pool
+        slot: Slot | None = None
+        if not pool._slow:
+            with pool._lock:
+                slot = pool._state.checkout(monotonic())
+        if slot is None or slot.verdict:
+            slot = await pool._acquire_slow(slot, self._timeout)
         self._slot = slot
         return slot.conn
 
@@ -668,4 +706,5 @@ class _ConnectionContext:
         slot = self._slot
         if slot is not None:
             self._slot = None
-            await self._pool._release_slot(slot)
+            if not self._pool._put_back(slot):
+                await self._pool._release_slot(slot)

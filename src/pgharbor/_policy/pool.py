@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ..errors import PoolClosed, TooManyRequests
 from .options import PoolOptions
 
 __all__ = ["CHECK", "DISCARD", "OK", "Io", "PoolState", "Slot"]
+
+_UNLIMITED = 1 << 62
 
 #: Checkout verdicts.
 OK: Final = 0
@@ -52,6 +53,7 @@ class Slot:
         "created_at",
         "epoch",
         "expires_at",
+        "fresh_until",
         "holder",
         "id",
         "in_use",
@@ -67,6 +69,9 @@ class Slot:
         self.epoch = epoch
         self.created_at = now
         self.expires_at = expires_at
+        # Until when a checkout may skip every check: the earlier of expiry and
+        # the end of the validation window (kept by PoolState).
+        self.fresh_until = now
         self.last_used = now
         self.acquired_at = 0.0
         self.uses = 0
@@ -81,31 +86,68 @@ class Slot:
         return f"<Slot #{self.id} {state} uses={self.uses}>"
 
 
-@dataclass(slots=True)
+# Shared, never mutated: an Io only allocates the lists it uses (most carry
+# one handoff or nothing), which matters on the release path.
+_EMPTY: Final[list[Any]] = []
+
+
 class Io:
     """I/O a state change asks for; performed by the caller outside its lock."""
 
-    #: connections to close (already removed from the pool's accounting)
-    close: list[Slot] = field(default_factory=list)
-    #: (waiter, slot): hand the slot to the waiter
-    handoff: list[tuple[Any, Slot]] = field(default_factory=list)
-    #: (waiter, error): fail the waiter
-    fail: list[tuple[Any, BaseException]] = field(default_factory=list)
-    #: idle connections taken out for a background keepalive ping
-    ping: list[Slot] = field(default_factory=list)
-    #: in-use connections held past the leak threshold (report once each)
-    leaks: list[Slot] = field(default_factory=list)
-    #: wake the maintenance loop (connections to open, or a new deadline)
-    wake: bool = False
-    #: the pool has been failing to connect for reconnect_timeout: tell the user
-    reconnect_failed: bool = False
+    __slots__ = ("close", "fail", "handoff", "leaks", "ping", "reconnect_failed", "wake")
+
+    def __init__(self) -> None:
+        #: connections to close (already removed from the pool's accounting)
+        self.close: list[Slot] = _EMPTY
+        #: (waiter, slot): hand the slot to the waiter
+        self.handoff: list[tuple[Any, Slot]] = _EMPTY
+        #: (waiter, error): fail the waiter
+        self.fail: list[tuple[Any, BaseException]] = _EMPTY
+        #: idle connections taken out for a background keepalive ping
+        self.ping: list[Slot] = _EMPTY
+        #: in-use connections held past the leak threshold (report once each)
+        self.leaks: list[Slot] = _EMPTY
+        #: wake the maintenance loop (connections to open, or a new deadline)
+        self.wake = False
+        #: the pool has been failing to connect for reconnect_timeout
+        self.reconnect_failed = False
+
+    def to_close(self, slot: Slot) -> None:
+        if self.close:
+            self.close.append(slot)
+        else:
+            self.close = [slot]
+
+    def to_hand(self, waiter: Any, slot: Slot) -> None:
+        if self.handoff:
+            self.handoff.append((waiter, slot))
+        else:
+            self.handoff = [(waiter, slot)]
+
+    def to_fail(self, waiter: Any, error: BaseException) -> None:
+        if self.fail:
+            self.fail.append((waiter, error))
+        else:
+            self.fail = [(waiter, error)]
+
+    def to_ping(self, slot: Slot) -> None:
+        if self.ping:
+            self.ping.append(slot)
+        else:
+            self.ping = [slot]
+
+    def to_report(self, slot: Slot) -> None:
+        if self.leaks:
+            self.leaks.append(slot)
+        else:
+            self.leaks = [slot]
 
 
 class PoolState:
     """Bookkeeping and decisions for one pool. Not thread-safe: the shell locks.
 
-    Waiters are opaque to the core; one with a ``since`` attribute (the time
-    it started waiting) has its wait counted in the stats when it is served.
+    Waiters are opaque to the core, except for their ``since`` attribute (when
+    they started waiting), which the stats count when they are served.
 
     Invariants (checked by `check_invariants`, and by the Hypothesis state
     machine in the tests): ``size == idle + in_use + pinging``, ``size +
@@ -115,6 +157,7 @@ class PoolState:
 
     def __init__(self, options: PoolOptions, rng: random.Random | None = None) -> None:
         self.options = options
+        self._max_uses = options.max_uses or _UNLIMITED
         self._rng = rng or random.Random()
         self.idle: deque[Slot] = deque()  # right end = most recently returned (LIFO)
         self.slots: dict[int, Slot] = {}  # id(conn) -> slot, for every open connection
@@ -125,7 +168,8 @@ class PoolState:
         self.closed = False
         self._next_id = 0
         # Epochs: a slot older than validate_below is suspect; older than
-        # discard_below, stale.
+        # discard_below, stale. validate_below >= discard_below always, so the
+        # hot path needs one comparison.
         self.epoch = 0
         self.validate_below = 0
         self.discard_below = 0
@@ -198,18 +242,13 @@ class PoolState:
         slot.uses += 1
         slot.acquired_at = now
         self.in_use += 1
-        opts = self.options
-        if (
-            slot.epoch < self.discard_below
-            or now >= slot.expires_at
-            or (opts.max_uses is not None and slot.uses > opts.max_uses)
-        ):
-            slot.verdict = DISCARD
-        elif slot.epoch < self.validate_below or now - slot.last_used > opts.check_window:
-            slot.verdict = CHECK
-        else:
+        if now < slot.fresh_until and slot.epoch >= self.validate_below:
             slot.verdict = OK
             self.n_acquired += 1
+        elif slot.epoch < self.discard_below or now >= slot.expires_at:
+            slot.verdict = DISCARD
+        else:
+            slot.verdict = CHECK
         return slot
 
     def checkin(self, slot: Slot, now: float, healthy: bool) -> Io | None:
@@ -220,32 +259,39 @@ class PoolState:
         slot.in_use = False
         slot.holder = None
         self.usage_time += now - slot.acquired_at
-        opts = self.options
-        if not healthy:
-            self.n_lost += 1
-            self._suspect_older()
-            return self._remove(slot, Io())
-        if (
-            self.closed
-            or slot.epoch < self.discard_below
-            or now >= slot.expires_at
-            or (opts.max_uses is not None and slot.uses >= opts.max_uses)
+        if not (
+            healthy
+            and slot.epoch >= self.discard_below
+            and now < slot.expires_at
+            and slot.uses < self._max_uses
         ):
-            if not self.closed:
-                self.n_expired += 1
-            return self._remove(slot, Io())
+            return self._retire(slot, healthy)
         slot.last_used = now
+        self._refresh(slot, now)
         # Hand it straight to the oldest waiter (FIFO fairness), if any.
         if self.waiters:
             waiter = self.waiters.popleft()
             self._lend(slot, now, waiter)
             io = Io()
-            io.handoff.append((waiter, slot))
+            io.to_hand(waiter, slot)
             return io
         self.idle.append(slot)
         if self.next_due is None:
             return self._schedule(now)
         return None
+
+    def _retire(self, slot: Slot, healthy: bool) -> Io:
+        """A returned connection that must not be reused."""
+        if not healthy:
+            self.n_lost += 1
+            self._suspect_older()
+        elif not self.closed:
+            self.n_expired += 1
+        return self._remove(slot, Io())
+
+    def _refresh(self, slot: Slot, now: float) -> None:
+        window_end = now + self.options.check_window
+        slot.fresh_until = window_end if window_end < slot.expires_at else slot.expires_at
 
     # -- waiting -------------------------------------------------------------
 
@@ -292,6 +338,7 @@ class PoolState:
         self.n_checks += 1
         slot.epoch = self.epoch
         slot.verdict = OK
+        self._refresh(slot, now)
         self.n_acquired += 1
 
     def check_failed(self, slot: Slot, now: float) -> Io:
@@ -307,8 +354,7 @@ class PoolState:
         slot.in_use = False
         self.in_use -= 1
         io = self._remove(slot, Io())
-        self.epoch += 1
-        self.discard_below = self.epoch
+        self._invalidate()
         while self.idle:
             stale = self.idle.popleft()
             self.n_lost += 1
@@ -350,6 +396,7 @@ class PoolState:
             # together ("mass extinction").
             expires_at = now + opts.max_lifetime * (1 - opts.lifetime_jitter * self._rng.random())
         slot = Slot(conn, self._next_id, self.epoch, now, expires_at)
+        self._refresh(slot, now)
         self.slots[id(conn)] = slot
         io = Io()
         if self.closed:
@@ -360,7 +407,7 @@ class PoolState:
             slot.uses += 1
             slot.acquired_at = now
             self._lend(slot, now, waiter)
-            io.handoff.append((waiter, slot))
+            io.to_hand(waiter, slot)
         else:
             self.idle.append(slot)
         # A new connection brings new deadlines (lifetime, keepalive): let the
@@ -416,7 +463,7 @@ class PoolState:
             elif opts.keepalive is not None and idle_for >= opts.keepalive:
                 slot.in_use = False
                 self.pinging += 1
-                io.ping.append(slot)
+                io.to_ping(slot)
             else:
                 keep.append(slot)
                 if slot.expires_at != float("inf"):
@@ -433,7 +480,7 @@ class PoolState:
                     if now >= deadline:
                         slot.leak_reported = True
                         self.n_leaks += 1
-                        io.leaks.append(slot)
+                        io.to_report(slot)
                     else:
                         due.append(deadline)
         if opts.leak_threshold is not None:
@@ -458,13 +505,14 @@ class PoolState:
             return io
         slot.last_used = now
         slot.epoch = self.epoch
+        self._refresh(slot, now)
         if self.waiters:
             waiter = self.waiters.popleft()
             slot.uses += 1
             slot.acquired_at = now
             self._lend(slot, now, waiter)
             io = Io()
-            io.handoff.append((waiter, slot))
+            io.to_hand(waiter, slot)
             return io
         if self.closed:
             return self._remove(slot, Io())
@@ -479,6 +527,7 @@ class PoolState:
     def resize(self, options: PoolOptions) -> Io:
         """Apply new sizes; close idle connections above the new maximum."""
         self.options = options
+        self._max_uses = options.max_uses or _UNLIMITED
         io = Io()
         while self.idle and len(self.slots) > options.max_size:
             self._remove(self.idle.popleft(), io)
@@ -487,8 +536,7 @@ class PoolState:
 
     def drain(self) -> Io:
         """Replace every connection: idle ones now, in-use ones when returned."""
-        self.epoch += 1
-        self.discard_below = self.epoch
+        self._invalidate()
         io = Io()
         while self.idle:
             self._remove(self.idle.popleft(), io)
@@ -499,9 +547,10 @@ class PoolState:
         """Stop: fail every waiter, close idle connections; in-use ones are
         closed when returned."""
         self.closed = True
+        self._invalidate()  # in-use connections are closed when returned
         io = Io()
         while self.waiters:
-            io.fail.append((self.waiters.popleft(), PoolClosed("the pool was closed")))
+            io.to_fail(self.waiters.popleft(), PoolClosed("the pool was closed"))
         while self.idle:
             self._remove(self.idle.popleft(), io)
         return io
@@ -567,18 +616,19 @@ class PoolState:
         slot.verdict = OK
         self.in_use += 1
         self.n_acquired += 1
-        # Waiters may carry the time they started waiting (the shells' do).
-        since = getattr(waiter, "since", None)
-        if since is not None:
-            self.n_waited += 1
-            self.wait_time += now - since
+        self.n_waited += 1
+        self.wait_time += now - waiter.since
 
     def _suspect_older(self) -> None:
         self.epoch += 1
         self.validate_below = self.epoch
 
+    def _invalidate(self) -> None:
+        self.epoch += 1
+        self.discard_below = self.validate_below = self.epoch
+
     def _remove(self, slot: Slot, io: Io) -> Io:
         del self.slots[id(slot.conn)]
-        io.close.append(slot)
+        io.to_close(slot)
         io.wake = io.wake or bool(self._wanted())
         return io
