@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 __all__ = ["AsyncQueries", "Isolation", "Queries", "Row"]
 
@@ -38,7 +38,7 @@ class Row(tuple[Any, ...]):
     """
 
     __slots__ = ()
-    _index: dict[str, int] = {}
+    _index: ClassVar[dict[str, int]] = {}
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):
