@@ -415,8 +415,22 @@ class PoolState:
         io.wake = True
         return io
 
-    def connect_failed(self, error: BaseException, now: float) -> Io:
-        """A reserved attempt failed: back off, and remember why."""
+    def connect_failed(self, error: BaseException, now: float, fatal: bool = False) -> Io:
+        """A reserved attempt failed: back off, and remember why.
+
+        ``fatal`` means retrying cannot help until someone changes something
+        (wrong password, missing database, server too old): while the pool has
+        no connection at all, its waiters are failed with ``error`` at once
+        instead of waiting out their timeout. Attempts continue, with backoff.
+        """
+        if fatal and not self.slots:
+            io = self._connect_failed(error, now)
+            while self.waiters:
+                io.to_fail(self.waiters.popleft(), error)
+            return io
+        return self._connect_failed(error, now)
+
+    def _connect_failed(self, error: BaseException, now: float) -> Io:
         self.connecting -= 1
         self.n_connect_failed += 1
         self.last_error = error

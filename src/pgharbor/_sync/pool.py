@@ -47,9 +47,19 @@ from .._conninfo import describe, parse_conninfo, redact, secrets_of, with_defau
 from .._policy.backoff import Backoff
 from .._policy.options import PoolOptions
 from .._policy.pool import CHECK, DISCARD, OK, Io, PoolState, Slot
+from .._policy.sqlstate import connect_failure_reason, sqlstate_of
 from ..drivers import get_driver
 from ..drivers.base import Driver, ConnStatus
-from ..errors import ConfigError, ConnectionFailed, PoolClosed, PoolTimeout
+from ..errors import (
+    AuthenticationFailed,
+    ConfigError,
+    ConnectionFailed,
+    HarborError,
+    PoolClosed,
+    PoolTimeout,
+    UnsupportedServerVersion,
+)
+from ..version import ServerVersion
 
 __all__ = ["Pool"]
 
@@ -107,6 +117,7 @@ class Pool:
         reset: Callback | None = None,
         reconnect_failed: Callback | None = None,
         prepared_statements: bool = True,
+        minimum_version: int | None = None,
     ) -> None:
         if max_size is None:
             max_size = max(min_size, 5) if isinstance(min_size, int) else 5
@@ -152,6 +163,12 @@ class Pool:
         self._driver: Driver = get_driver(
             driver, prepared_statements=prepared_statements
         )
+        if minimum_version is not None and (
+            isinstance(minimum_version, bool) or not isinstance(minimum_version, int)
+        ):
+            raise ConfigError("minimum_version", "must be a major version number, e.g. 13")
+        self._minimum_version = minimum_version
+        self._version: ServerVersion | None = None
         self._configure = configure
         self._reset = reset
         self._reconnect_failed = reconnect_failed
@@ -159,7 +176,7 @@ class Pool:
         self._lock = Lock()
         self._wakeup = Event()  # maintenance: there is work to plan
         self._deadlines = Deadlines()  # expires waiters (one timer, not one each)
-        self._grown = Event()  # open(wait=True): a connection joined
+        self._progress = Event()  # open(wait=True): an attempt finished
         self._opened = False
         self._tasks: set[Any] = set()  # background tasks (threads, in Pool)
         self._pid = os.getpid()
@@ -222,19 +239,23 @@ class Pool:
         while True:
             # Clear before looking, so a connection that joins in between
             # still wakes us (threads).
-            self._grown.clear()
+            self._progress.clear()
             st = self._state
             if st.closed:
                 raise PoolClosed(f"pool {self.name!r} is closed")
             if st.size >= self.options.min_size:
                 return
+            if st.failures and _is_fatal(st.last_error):
+                # Waiting cannot help (wrong password, no such database...).
+                assert st.last_error is not None
+                raise st.last_error
             remaining = deadline - monotonic()
             if remaining <= 0:
                 raise self._timeout_error(
                     f"pool {self.name!r} could not open {self.options.min_size} "
                     f"connections within {timeout:.2f} s"
                 )
-            self._grown.wait_timeout(remaining)
+            self._progress.wait_timeout(remaining)
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the pool.
@@ -555,6 +576,7 @@ class Pool:
             params = self._connect_params()
             secrets.extend(secrets_of(params))
             conn = self._driver.connect(params, self.options.connect_timeout)
+            self._check_version(conn)
             if self._configure is not None:
                 ensure(self._configure, conn)
                 if self._driver.status(conn) is not _IDLE:
@@ -564,15 +586,16 @@ class Pool:
                 self._driver.terminate(conn)
             error = self._connect_error(exc, secrets)
             with self._lock:
-                io = self._state.connect_failed(error, monotonic())
+                io = self._state.connect_failed(error, monotonic(), _is_fatal(error))
             logger.warning("pool %r: connection attempt failed: %s", self.name, error)
+            self._progress.set()
             self._perform(io)
             if not isinstance(exc, Exception):
                 raise
             return
         with self._lock:
             io = self._state.connected(conn, monotonic())
-        self._grown.set()
+        self._progress.set()
         self._perform(io)
 
     def _connect_params(self) -> dict[str, str]:
@@ -611,14 +634,32 @@ class Pool:
     def _safe(self, exc: BaseException) -> str:
         return redact(f"{type(exc).__name__}: {exc}", self._secrets)
 
-    def _connect_error(self, exc: BaseException, secrets: list[str]) -> ConnectionFailed:
+    def _check_version(self, conn: Any) -> None:
+        """Refuse servers older than ``minimum_version``; log each new version once."""
+        version = ServerVersion.from_num(self._driver.server_version(conn))
+        if version != self._version:
+            self._version = version
+            logger.info("pool %r: connected to PostgreSQL %s", self.name, version)
+        if self._minimum_version is not None and not version.is_compatible(self._minimum_version):
+            raise UnsupportedServerVersion(
+                f"PostgreSQL {version} at {describe(self._params or {})} is older than "
+                f"the minimum supported {self._minimum_version}"
+            )
+
+    def _connect_error(self, exc: BaseException, secrets: list[str]) -> HarborError:
         """A password-free stand-in for a connect failure (it becomes the
         cause of `PoolTimeout`, so it must not carry libpq's raw text)."""
-        if isinstance(exc, ConnectionFailed):
+        if isinstance(exc, ConnectionFailed | UnsupportedServerVersion):
             return exc
         where = describe(self._params or {})
         text = redact(f"{type(exc).__name__}: {exc}".strip(), secrets)
-        error = ConnectionFailed(f"connecting to {where} failed: {text}")
+        message = f"connecting to {where} failed: {text}"
+        reason = connect_failure_reason(sqlstate_of(exc), str(exc))
+        error: ConnectionFailed
+        if reason == "auth":
+            error = AuthenticationFailed(message)
+        else:
+            error = ConnectionFailed(message, reason=reason)
         error.__suppress_context__ = True
         return error
 
@@ -658,10 +699,20 @@ class Pool:
         self._slow = self.options.leak_threshold is not None
         self._lock = Lock()
         self._wakeup = Event()
-        self._grown = Event()
+        self._progress = Event()
         self._deadlines = Deadlines()
         if self._opened:
             self._spawn(self._maintain)
+
+
+def _is_fatal(error: BaseException | None) -> bool:
+    """Connect failures that retrying cannot fix without a change elsewhere."""
+    if isinstance(error, UnsupportedServerVersion):
+        return True
+    return isinstance(error, ConnectionFailed) and error.reason in (
+        "auth",
+        "database-missing",
+    )
 
 
 # Connections inherited from a parent process: kept referenced so that no

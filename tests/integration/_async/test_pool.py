@@ -13,7 +13,14 @@ import pytest
 
 from pgharbor._acompat import ajoin, asleep, aspawn
 from pgharbor._async.pool import AsyncPool
-from pgharbor.errors import ConfigError, PoolClosed, PoolTimeout, TooManyRequests
+from pgharbor.errors import (
+    ConfigError,
+    ConnectionFailed,
+    PoolClosed,
+    PoolTimeout,
+    TooManyRequests,
+    UnsupportedServerVersion,
+)
 from pgharbor.testing import ChaosProxy, PostgresServer
 
 from .helpers import DRIVERS, backend_pid, query
@@ -211,6 +218,30 @@ async def test_unreachable_server_times_out_with_cause(
     text = str(info.value) + repr(info.value.__cause__) + str(info.value.__cause__)
     assert secret not in text
     chaos_proxy.heal()
+
+
+async def test_missing_database_fails_fast(
+    make_pool: PoolFactory, pg_server: PostgresServer
+) -> None:
+    """A connect error that retrying cannot fix (3D000) ends open() and queued
+    acquires at once, classified, instead of after the whole timeout."""
+    pool = make_pool(pg_server.conninfo(dbname="no_such_db_here"), min_size=1)
+    start = monotonic()
+    with pytest.raises(ConnectionFailed) as info:
+        await pool.open(timeout=20.0)
+    assert info.value.reason == "database-missing"
+    assert monotonic() - start < 2.0 + SLACK
+    start = monotonic()
+    with pytest.raises(ConnectionFailed):
+        await pool.acquire(timeout=20.0)
+    assert monotonic() - start < 2.0 + SLACK
+
+
+async def test_old_server_is_refused(make_pool: PoolFactory, pg_server: PostgresServer) -> None:
+    """minimum_version above the server's refuses it with UnsupportedServerVersion."""
+    pool = make_pool(min_size=1, minimum_version=pg_server.version.major + 1)
+    with pytest.raises(UnsupportedServerVersion, match="older than the minimum supported"):
+        await pool.open(timeout=10.0)
 
 
 async def test_pool_recovers_after_outage(make_pool: PoolFactory, chaos_proxy: ChaosProxy) -> None:
