@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgharbor.version import ServerVersion
+from pgharbor.version import FEATURES, ServerVersion
 
 
 @pytest.mark.parametrize(
@@ -30,3 +30,31 @@ def test_compare_and_compatibility() -> None:
     assert ServerVersion(150018).is_compatible(16) is False
     with pytest.raises(ValueError):
         ServerVersion.from_num("0")
+
+
+@pytest.mark.parametrize(
+    ("feature", "since"),
+    [
+        ("drop_database_force", 13),
+        ("idle_session_timeout", 14),
+        ("in_hot_standby", 14),
+        ("merge", 15),
+        ("nulls_not_distinct", 15),
+        ("reserved_connections", 16),
+        ("pg_stat_checkpointer", 17),
+        ("sslnegotiation", 17),
+        ("uuidv7", 18),
+    ],
+)
+def test_feature_flags(feature: str, since: int) -> None:
+    """A feature is present from its major version on, absent before."""
+    assert FEATURES[feature] == since
+    assert ServerVersion(since * 10000).has(feature)
+    assert ServerVersion(since * 10000 + 99).has(feature)
+    assert not ServerVersion((since - 1) * 10000 + 99).has(feature)
+
+
+def test_unknown_feature_is_an_error() -> None:
+    """A misspelt feature raises ValueError naming the known ones."""
+    with pytest.raises(ValueError, match=r"unknown server feature 'merj'.*merge"):
+        ServerVersion(170000).has("merj")
