@@ -22,9 +22,18 @@ import importlib
 from typing import Any
 
 from pgharbor.drivers.base import AsyncDriver, ConnStatus, Driver
+from pgharbor.drivers.query import AsyncQueries, Queries
 from pgharbor.errors import ConfigError
 
-__all__ = ["AsyncDriver", "ConnStatus", "Driver", "get_async_driver", "get_driver"]
+__all__ = [
+    "AsyncDriver",
+    "ConnStatus",
+    "Driver",
+    "get_async_driver",
+    "get_async_queries",
+    "get_driver",
+    "get_queries",
+]
 
 # name -> (module, class, the package it needs, the extra that installs it)
 _ASYNC = {
@@ -92,3 +101,46 @@ def get_driver(name: str = "psycopg", **options: Any) -> Driver:
     _check_options(options)
     driver: Driver = cls(**options)
     return driver
+
+
+# The query protocol (pgharbor.drivers.query), one adapter per driver flavour.
+_ASYNC_QUERIES = {
+    "psycopg": ("queries_psycopg", "AsyncPsycopgQueries", "psycopg", None),
+    "asyncpg": ("queries_asyncpg", "AsyncpgQueries", "asyncpg", "asyncpg"),
+}
+_SYNC_QUERIES = {
+    "psycopg": ("queries_psycopg", "PsycopgQueries", "psycopg", None),
+    "psycopg2": ("queries_psycopg2", "Psycopg2Queries", "psycopg2", "psycopg2"),
+}
+
+
+def get_async_queries(name: str = "psycopg", **options: Any) -> AsyncQueries:
+    """The asyncio query adapter for driver ``name`` ("psycopg" or "asyncpg").
+
+    Takes the same options as :func:`get_async_driver`.
+
+    Raises:
+        ConfigError: unknown name or option.
+        ImportError: the driver's package is not installed; the message holds
+            the ``pip install`` command.
+    """
+    cls = _load(_ASYNC_QUERIES, name)
+    _check_options(options)
+    queries: AsyncQueries = cls(**options)
+    return queries
+
+
+def get_queries(name: str = "psycopg", **options: Any) -> Queries:
+    """The blocking query adapter for driver ``name`` ("psycopg" or "psycopg2").
+
+    Takes the same options as :func:`get_driver`.
+
+    Raises:
+        ConfigError: unknown name or option.
+        ImportError: the driver's package is not installed; the message holds
+            the ``pip install`` command.
+    """
+    cls = _load(_SYNC_QUERIES, name)
+    _check_options(options)
+    queries: Queries = cls(**options)
+    return queries

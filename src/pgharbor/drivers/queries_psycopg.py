@@ -1,0 +1,431 @@
+"""The query protocol over psycopg 3: :class:`AsyncPsycopgQueries` and :class:`PsycopgQueries`.
+
+Also home of the pieces the other query adapters share (psycopg is a core
+dependency, so importing this module costs them nothing extra):
+:func:`cached_row_class`, :func:`begin_statement` and the blocking
+:func:`run_with_timeout`.
+
+Rows are built once, by a row factory that hands psycopg a `Row` class for
+the result's columns; ``fetchval`` keeps psycopg's plain tuples. SQL and
+parameters go to psycopg untouched (``%s`` / ``%(name)s``; ``params=None``
+sends no parameters, so a ``%`` in the SQL is literal).
+
+Timeouts: the async flavour wraps the call in ``asyncio.timeout``; psycopg
+reacts to the cancellation by cancelling the statement on the server and
+draining its answer (for up to 5 s, else it closes the connection), so the
+connection comes back idle, idle in a failed transaction, or broken. psycopg
+has no per-call timeout for blocking connections, so :func:`run_with_timeout`
+starts a ``threading.Timer`` that cancels the statement server-side. That costs
+a thread start (~0.1 ms) per call, paid only when ``timeout`` is not None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from psycopg import errors as e
+from psycopg import sql as pgsql
+from psycopg.rows import no_result, tuple_row
+
+from pgharbor.drivers.query import Isolation, Row, row_class
+
+__all__ = [
+    "AsyncPsycopgQueries",
+    "PsycopgQueries",
+    "begin_statement",
+    "cached_row_class",
+    "run_with_timeout",
+]
+
+T = TypeVar("T")
+
+# -- shared by all query adapters ---------------------------------------------
+
+# Creating a class costs ~15 us, a third of a local round trip, and most
+# applications run a few hundred distinct column lists: keep them. Cleared
+# wholesale when full, so ad-hoc column names cannot grow it without bound.
+_ROW_CLASSES: dict[tuple[str, ...], type[Row]] = {}
+_ROW_CLASSES_MAX = 1024
+
+
+def cached_row_class(names: tuple[str, ...]) -> type[Row]:
+    """The `Row` class for a result with these column ``names`` (cached)."""
+    cls = _ROW_CLASSES.get(names)
+    if cls is None:
+        if len(_ROW_CLASSES) >= _ROW_CLASSES_MAX:
+            _ROW_CLASSES.clear()
+        cls = _ROW_CLASSES[names] = row_class(names)
+    return cls
+
+
+def begin_statement(isolation: Isolation | str | None, read_only: bool, deferrable: bool) -> str:
+    """The single ``BEGIN ...`` statement for these transaction settings.
+
+    ``isolation`` goes through `Isolation`, so only its known values reach
+    the SQL text.
+
+    Raises:
+        ValueError: ``isolation`` is not an isolation level.
+    """
+    text = "BEGIN"
+    if isolation is not None:
+        text += " ISOLATION LEVEL " + Isolation(isolation).value.upper()
+    if read_only:
+        text += " READ ONLY"
+    if deferrable:
+        # Only has an effect with SERIALIZABLE READ ONLY; the server accepts it anywhere.
+        text += " DEFERRABLE"
+    return text
+
+
+class _StatementTimer:
+    """Cancels the statement in flight when ``timeout`` passes -- never a later one.
+
+    The lock makes "still running?" and "send the cancel" one step: `stop`
+    cannot return while a cancel request is being sent, so once the caller has
+    its answer no cancel can hit the connection's next statement.
+    """
+
+    __slots__ = ("_cancel", "_lock", "_running", "_timer", "fired")
+
+    def __init__(self, cancel: Callable[[], object], timeout: float) -> None:
+        self._cancel = cancel
+        self._lock = threading.Lock()
+        self._running = True
+        self.fired = False
+        self._timer = threading.Timer(timeout, self._fire)
+        self._timer.name = "pgharbor-statement-timeout"
+        self._timer.daemon = True  # never keeps the interpreter alive
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if not self._running:
+                return
+            self.fired = True
+            try:
+                self._cancel()
+            except Exception:
+                # The connection is closing or lost: the statement's own error tells.
+                pass
+
+    def stop(self) -> bool:
+        """Disarm (waits for a cancel being sent); whether the timer fired."""
+        with self._lock:
+            self._running = False
+        self._timer.cancel()
+        return self.fired
+
+
+def run_with_timeout(
+    cancel: Callable[[], object],
+    canceled: type[BaseException],
+    timeout: float,
+    fn: Callable[..., T],
+    *args: Any,
+) -> T:
+    """``fn(*args)`` on a blocking connection, cancelled via ``cancel()`` after ``timeout``.
+
+    Raises:
+        TimeoutError: the statement was cancelled because ``timeout`` passed
+            (the driver's ``canceled`` error is chained as its cause).
+    """
+    timer = _StatementTimer(cancel, timeout)
+    try:
+        return fn(*args)
+    except canceled as exc:
+        if timer.stop():
+            raise TimeoutError(
+                f"statement took longer than {timeout} s and was cancelled on the server"
+            ) from exc
+        raise  # a cancel we did not send (statement_timeout, pg_cancel_backend...)
+    finally:
+        timer.stop()
+
+
+# -- psycopg ---------------------------------------------------------------------
+
+_CANCEL_TIMEOUT = 5.0  # as psycopg's own cancel on Ctrl-C
+
+
+def _row_factory(cursor: Any) -> Any:
+    """psycopg row factory: the result's `Row` class *is* the row maker."""
+    desc = cursor.description
+    if desc is None:
+        return no_result  # a command without rows: nothing to make
+    return cached_row_class(tuple([col.name for col in desc]))
+
+
+def _copy_statement(table: str, columns: Sequence[str] | None, schema: str | None) -> Any:
+    target = pgsql.Identifier(schema, table) if schema is not None else pgsql.Identifier(table)
+    if columns is None:
+        return pgsql.SQL("COPY {} FROM STDIN").format(target)
+    names = pgsql.SQL(", ").join([pgsql.Identifier(c) for c in columns])
+    return pgsql.SQL("COPY {} ({}) FROM STDIN").format(target, names)
+
+
+def _cancel_of(conn: Any) -> Callable[[], object]:
+    """The blocking cancel: ``cancel_safe`` (bounded, libpq 17 API) where available."""
+    safe = getattr(conn, "cancel_safe", None)
+    if safe is None:
+        return conn.cancel  # type: ignore[no-any-return]
+    return lambda: safe(timeout=_CANCEL_TIMEOUT)
+
+
+def _timed(conn: Any, timeout: float, fn: Callable[..., T], *args: Any) -> T:
+    return run_with_timeout(_cancel_of(conn), e.QueryCanceled, timeout, fn, *args)
+
+
+# The blocking operations; `PsycopgQueries` adds the timer around them when asked.
+
+
+def _fetch(conn: Any, sql: str, params: Any) -> list[Row]:
+    cur = conn.cursor(row_factory=_row_factory)
+    cur.execute(sql, params)
+    return cur.fetchall()  # type: ignore[no-any-return]
+
+
+def _fetchrow(conn: Any, sql: str, params: Any) -> Row | None:
+    cur = conn.cursor(row_factory=_row_factory)
+    cur.execute(sql, params)
+    return cur.fetchone()  # type: ignore[no-any-return]
+
+
+def _fetchval(conn: Any, sql: str, params: Any) -> Any:
+    cur = conn.cursor(row_factory=tuple_row)
+    cur.execute(sql, params)
+    row = cur.fetchone()
+    return None if row is None else row[0]
+
+
+def _execute(conn: Any, sql: str, params: Any) -> int:
+    cur = conn.cursor()
+    cur.execute(sql, params)
+    return int(cur.rowcount)
+
+
+def _executemany(conn: Any, sql: str, seq: Iterable[Any]) -> None:
+    conn.cursor().executemany(sql, seq)  # pipelined by psycopg where libpq allows
+
+
+def _copy(conn: Any, statement: Any, records: Iterable[Sequence[Any]]) -> int:
+    cur = conn.cursor()
+    with cur.copy(statement) as copy:
+        for record in records:
+            copy.write_row(record)
+    return int(cur.rowcount)  # from the server's "COPY n"
+
+
+class PsycopgQueries:
+    """The query protocol on a blocking ``psycopg.Connection`` (autocommit).
+
+    Every method blocks until the server answers. With a ``timeout``, a timer
+    thread cancels the statement server-side when it passes and the call
+    raises ``TimeoutError``; the connection is then idle (or idle in a failed
+    transaction, if one was open). Other errors are psycopg's own.
+    """
+
+    def __init__(self, *, prepared_statements: bool = True) -> None:
+        # The connection already carries the setting (prepare_threshold); kept
+        # so one options dict configures the driver and the queries alike.
+        self.prepared_statements = prepared_statements
+
+    def __repr__(self) -> str:
+        return f"<PsycopgQueries prepared_statements={self.prepared_statements}>"
+
+    def fetch(self, conn: Any, sql: str, params: Any, timeout: float | None) -> list[Row]:
+        """All rows of the result.
+
+        Raises:
+            TimeoutError: ``timeout`` passed; the statement was cancelled.
+            psycopg.ProgrammingError: the statement returns no rows.
+        """
+        if timeout is None:
+            return _fetch(conn, sql, params)
+        return _timed(conn, timeout, _fetch, conn, sql, params)
+
+    def fetchrow(self, conn: Any, sql: str, params: Any, timeout: float | None) -> Row | None:
+        """The first row, or None (see `fetch`)."""
+        if timeout is None:
+            return _fetchrow(conn, sql, params)
+        return _timed(conn, timeout, _fetchrow, conn, sql, params)
+
+    def fetchval(self, conn: Any, sql: str, params: Any, timeout: float | None) -> Any:
+        """The first column of the first row, or None (see `fetch`)."""
+        if timeout is None:
+            return _fetchval(conn, sql, params)
+        return _timed(conn, timeout, _fetchval, conn, sql, params)
+
+    def execute(self, conn: Any, sql: str, params: Any, timeout: float | None) -> int:
+        """Run a statement; rows affected (psycopg's ``rowcount``, -1 if none)."""
+        if timeout is None:
+            return _execute(conn, sql, params)
+        return _timed(conn, timeout, _execute, conn, sql, params)
+
+    def executemany(self, conn: Any, sql: str, seq: Iterable[Any], timeout: float | None) -> None:
+        """Run a statement once per parameter set, pipelined where libpq allows.
+
+        In autocommit each statement commits on its own: wrap the call in a
+        transaction to make it all-or-nothing.
+        """
+        if timeout is None:
+            return _executemany(conn, sql, seq)
+        return _timed(conn, timeout, _executemany, conn, sql, seq)
+
+    def copy_records(
+        self,
+        conn: Any,
+        table: str,
+        records: Iterable[Sequence[Any]],
+        columns: Sequence[str] | None,
+        schema: str | None,
+        timeout: float | None,
+    ) -> int:
+        """``COPY table (columns) FROM STDIN`` (identifiers quoted); rows copied.
+
+        Values are adapted by psycopg as for query parameters (text format).
+        """
+        statement = _copy_statement(table, columns, schema)
+        if timeout is None:
+            return _copy(conn, statement, records)
+        return _timed(conn, timeout, _copy, conn, statement, records)
+
+    def begin(
+        self, conn: Any, isolation: Isolation | None, read_only: bool, deferrable: bool
+    ) -> None:
+        """Send one ``BEGIN`` with the transaction's settings."""
+        # Never prepared: transaction control is cheap to parse and a prepared
+        # BEGIN would only fill psycopg's cache.
+        conn.execute(begin_statement(isolation, read_only, deferrable), prepare=False)
+
+    def commit(self, conn: Any) -> None:
+        """Send ``COMMIT``; the driver's error if it fails or the connection is lost."""
+        conn.execute("COMMIT", prepare=False)
+
+    def rollback(self, conn: Any) -> None:
+        """Send ``ROLLBACK`` (psycopg sees it and clears its prepared-statement cache)."""
+        conn.execute("ROLLBACK", prepare=False)
+
+
+# -- psycopg async ----------------------------------------------------------------
+
+
+async def _afetch(conn: Any, sql: str, params: Any) -> list[Row]:
+    cur = conn.cursor(row_factory=_row_factory)
+    await cur.execute(sql, params)
+    return await cur.fetchall()  # type: ignore[no-any-return]
+
+
+async def _afetchrow(conn: Any, sql: str, params: Any) -> Row | None:
+    cur = conn.cursor(row_factory=_row_factory)
+    await cur.execute(sql, params)
+    return await cur.fetchone()  # type: ignore[no-any-return]
+
+
+async def _afetchval(conn: Any, sql: str, params: Any) -> Any:
+    cur = conn.cursor(row_factory=tuple_row)
+    await cur.execute(sql, params)
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def _aexecute(conn: Any, sql: str, params: Any) -> int:
+    cur = conn.cursor()
+    await cur.execute(sql, params)
+    return int(cur.rowcount)
+
+
+async def _acopy(conn: Any, statement: Any, records: Iterable[Sequence[Any]]) -> int:
+    cur = conn.cursor()
+    async with cur.copy(statement) as copy:
+        for record in records:
+            await copy.write_row(record)
+    return int(cur.rowcount)
+
+
+class AsyncPsycopgQueries:
+    """The query protocol on a ``psycopg.AsyncConnection`` (autocommit).
+
+    With a ``timeout``, the call runs under ``asyncio.timeout``: on expiry
+    psycopg cancels the statement on the server and waits (up to 5 s) for it
+    to end, then ``TimeoutError`` is raised. The connection is then idle, idle
+    in a failed transaction, or -- if the server did not answer the cancel --
+    closed. Other errors are psycopg's own.
+    """
+
+    def __init__(self, *, prepared_statements: bool = True) -> None:
+        self.prepared_statements = prepared_statements  # as `PsycopgQueries`
+
+    def __repr__(self) -> str:
+        return f"<AsyncPsycopgQueries prepared_statements={self.prepared_statements}>"
+
+    async def fetch(self, conn: Any, sql: str, params: Any, timeout: float | None) -> list[Row]:
+        """All rows of the result.
+
+        Raises:
+            TimeoutError: ``timeout`` passed; the statement was cancelled.
+            psycopg.ProgrammingError: the statement returns no rows.
+        """
+        if timeout is None:
+            return await _afetch(conn, sql, params)
+        async with asyncio.timeout(timeout):
+            return await _afetch(conn, sql, params)
+
+    async def fetchrow(self, conn: Any, sql: str, params: Any, timeout: float | None) -> Row | None:
+        """The first row, or None (see `fetch`)."""
+        if timeout is None:
+            return await _afetchrow(conn, sql, params)
+        async with asyncio.timeout(timeout):
+            return await _afetchrow(conn, sql, params)
+
+    async def fetchval(self, conn: Any, sql: str, params: Any, timeout: float | None) -> Any:
+        """The first column of the first row, or None (see `fetch`)."""
+        if timeout is None:
+            return await _afetchval(conn, sql, params)
+        async with asyncio.timeout(timeout):
+            return await _afetchval(conn, sql, params)
+
+    async def execute(self, conn: Any, sql: str, params: Any, timeout: float | None) -> int:
+        """Run a statement; rows affected (psycopg's ``rowcount``, -1 if none)."""
+        if timeout is None:
+            return await _aexecute(conn, sql, params)
+        async with asyncio.timeout(timeout):
+            return await _aexecute(conn, sql, params)
+
+    async def executemany(
+        self, conn: Any, sql: str, seq: Iterable[Any], timeout: float | None
+    ) -> None:
+        """Run a statement once per parameter set, pipelined where libpq allows
+        (each one commits on its own unless a transaction is open)."""
+        async with asyncio.timeout(timeout):
+            await conn.cursor().executemany(sql, seq)
+
+    async def copy_records(
+        self,
+        conn: Any,
+        table: str,
+        records: Iterable[Sequence[Any]],
+        columns: Sequence[str] | None,
+        schema: str | None,
+        timeout: float | None,
+    ) -> int:
+        """``COPY table (columns) FROM STDIN`` (identifiers quoted); rows copied."""
+        async with asyncio.timeout(timeout):
+            return await _acopy(conn, _copy_statement(table, columns, schema), records)
+
+    async def begin(
+        self, conn: Any, isolation: Isolation | None, read_only: bool, deferrable: bool
+    ) -> None:
+        """Send one ``BEGIN`` with the transaction's settings."""
+        await conn.execute(begin_statement(isolation, read_only, deferrable), prepare=False)
+
+    async def commit(self, conn: Any) -> None:
+        """Send ``COMMIT``; the driver's error if it fails or the connection is lost."""
+        await conn.execute("COMMIT", prepare=False)
+
+    async def rollback(self, conn: Any) -> None:
+        """Send ``ROLLBACK`` (psycopg sees it and clears its prepared-statement cache)."""
+        await conn.execute("ROLLBACK", prepare=False)
