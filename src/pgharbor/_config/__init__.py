@@ -1,0 +1,1 @@
+"""Settings models behind `pgharbor.config` (import them from there)."""
