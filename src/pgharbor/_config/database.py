@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from psycopg.conninfo import make_conninfo
 from pydantic import (
@@ -28,6 +28,8 @@ from .values import (
     Count,
     Duration,
     Flag,
+    OptionalCount,
+    OptionalSeconds,
     Seconds,
     Secret,
     Text,
@@ -98,6 +100,11 @@ class RetrySettings(_Strict):
         jitter: random fraction taken off each delay, in [0, 1).
     """
 
+    if TYPE_CHECKING:
+        # Inputs are wider than the stored types (str for SecretStr, seconds
+        # for durations...): keep type checkers from synthesising __init__.
+        def __init__(self, /, **data: Any) -> None: ...
+
     max_attempts: Count = 3
     initial_delay: Seconds = 0.1
     max_delay: Seconds = 10.0
@@ -131,6 +138,11 @@ class BreakerSettings(_Strict):
         half_open_max: probes allowed while half-open (>= 1).
     """
 
+    if TYPE_CHECKING:
+        # Inputs are wider than the stored types (str for SecretStr, seconds
+        # for durations...): keep type checkers from synthesising __init__.
+        def __init__(self, /, **data: Any) -> None: ...
+
     failure_threshold: Count = 5
     reset_timeout: Seconds = 30.0
     half_open_max: Count = 1
@@ -158,12 +170,12 @@ def _masked_url(url: SecretStr | None) -> str | None:
     return redact(raw, secrets)
 
 
-def _identity(params: Mapping[str, str]) -> tuple[str, str, str] | None:
-    """``(host, port, dbname)`` of a single-host endpoint, to spot duplicates."""
+def _identity(params: Mapping[str, str]) -> tuple[str, str] | None:
+    """``(host, port)``: the server of a single-host endpoint, to spot duplicates."""
     host = params.get("host") or params.get("hostaddr")
     if not host or "," in host:
         return None
-    return (host.lower(), params.get("port") or "5432", params.get("dbname") or "")
+    return (host.lower(), params.get("port") or "5432")
 
 
 class DatabaseSettings(_Strict):
@@ -176,6 +188,11 @@ class DatabaseSettings(_Strict):
     Secrets (``password``, ``url``, ``primary``, ``replicas``) are `SecretStr`:
     ``repr``, ``str``, `model_dump_json`, `masked` never show them.
     """
+
+    if TYPE_CHECKING:
+        # Inputs are wider than the stored types (str for SecretStr, seconds
+        # for durations...): keep type checkers from synthesising __init__.
+        def __init__(self, /, **data: Any) -> None: ...
 
     # -- endpoint --------------------------------------------------------------
     url: Secret | None = None
@@ -190,7 +207,7 @@ class DatabaseSettings(_Strict):
     sslkey: Text | None = None
     service: Text | None = None
     target_session_attrs: SessionAttrs | None = None
-    connect_timeout: Seconds | None = None
+    connect_timeout: OptionalSeconds = None
     ignore_libpq_env: Flag = False
     # -- topology (accepted and validated; used by a later feature) -------------
     primary: Secret | None = None
@@ -207,17 +224,17 @@ class DatabaseSettings(_Strict):
     client_encoding: Text | None = None
     server_settings: dict[str, str] = Field(default_factory=dict)
     # -- pool ------------------------------------------------------------------
-    min_size: Count | None = None
-    max_size: Count | None = None
+    min_size: OptionalCount = None
+    max_size: OptionalCount = None
     timeout: Seconds = _POOL["timeout"]
     max_waiting: Count = _POOL["max_waiting"]
-    max_lifetime: Seconds | None = _POOL["max_lifetime"]
-    max_idle: Seconds | None = _POOL["max_idle"]
-    max_uses: Count | None = _POOL["max_uses"]
+    max_lifetime: OptionalSeconds = _POOL["max_lifetime"]
+    max_idle: OptionalSeconds = _POOL["max_idle"]
+    max_uses: OptionalCount = _POOL["max_uses"]
     check_window: Seconds = _POOL["check_window"]
     check_timeout: Seconds = _POOL["check_timeout"]
-    keepalive: Seconds | None = _POOL["keepalive"]
-    leak_threshold: Seconds | None = _POOL["leak_threshold"]
+    keepalive: OptionalSeconds = _POOL["keepalive"]
+    leak_threshold: OptionalSeconds = _POOL["leak_threshold"]
     reconnect_timeout: Seconds = _POOL["reconnect_timeout"]
     driver: Literal["psycopg", "asyncpg", "psycopg2"] = "psycopg"
     pgbouncer: Flag = False
@@ -254,7 +271,7 @@ class DatabaseSettings(_Strict):
     @field_validator("dbname", "user")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
-        return None if value is None else name_bytes(value, "names")
+        return None if value is None else name_bytes(value)
 
     @field_validator("application_name")
     @classmethod
@@ -263,7 +280,7 @@ class DatabaseSettings(_Strict):
         # leak checks find backends by this name, so it must arrive intact.
         if not all(" " <= ch <= "~" for ch in value):
             raise ValueError("must be printable ASCII (the server would replace other characters)")
-        return name_bytes(value, "application_name")
+        return name_bytes(value)
 
     @field_validator("search_path", mode="before")
     @classmethod
@@ -337,7 +354,7 @@ class DatabaseSettings(_Strict):
     def _check_topology(self, params: Mapping[str, str]) -> None:
         if self.reads == "replica" and not self.replicas:
             raise ConfigError("reads", "'replica' needs at least one entry in replicas")
-        seen: dict[tuple[str, str, str], str] = {}
+        seen: dict[tuple[str, str], str] = {}
         primary = self.primary.get_secret_value() if self.primary else None
         main = _identity(parse_conninfo(primary)) if primary else _identity(params)
         if main:

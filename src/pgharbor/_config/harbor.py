@@ -193,7 +193,9 @@ def _decode(key: str, field: str, raw: str) -> Any:
         try:
             return _as_text(json.loads(raw))
         except ValueError:
-            raise ConfigError(key, "is not valid JSON") from None
+            pass
+        # Raised outside the except block: the JSON error quotes the value.
+        raise ConfigError(key, "is not valid JSON")
     if field == "replicas":
         return [TextValue(url) for url in raw.split()]
     return TextValue(raw)
@@ -270,7 +272,7 @@ class HarborSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_crossed_roles(self) -> HarborSettings:
-        primaries: dict[tuple[str, str, str], str] = {}
+        primaries: dict[tuple[str, str], str] = {}
         for name, db in self.databases.items():
             main = db.primary.get_secret_value() if db.primary else None
             ident = _identity(parse_conninfo(main)) if main else _identity(db.conninfo_params())

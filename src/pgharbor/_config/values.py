@@ -22,6 +22,8 @@ __all__ = [
     "Count",
     "Duration",
     "Flag",
+    "OptionalCount",
+    "OptionalSeconds",
     "Seconds",
     "Secret",
     "Text",
@@ -138,6 +140,8 @@ def _secret(value: Any) -> Any:
 
 def _number(value: Any, *, integer: bool) -> Any:
     kind = "an integer" if integer else "a number"
+    if value is None:
+        return None  # the field's type decides whether None is allowed
     if isinstance(value, bool):
         # bool is an int subclass: ``max_size=True`` is a bug, not 1.
         raise ValueError(f"must be {kind}, got bool")
@@ -216,14 +220,18 @@ Text = Annotated[str, BeforeValidator(_text)]
 Secret = Annotated[SecretStr, BeforeValidator(_secret)]
 Count = Annotated[int, BeforeValidator(_count)]
 Seconds = Annotated[float, BeforeValidator(_seconds)]
+# The validator sits outside the Optional, so text "none" can become None.
+OptionalCount = Annotated[int | None, BeforeValidator(_count)]
+OptionalSeconds = Annotated[float | None, BeforeValidator(_seconds)]
 Duration = Annotated[str, BeforeValidator(duration_ms)]
 Flag = Annotated[bool, BeforeValidator(_flag)]
 
 
-def name_bytes(value: str, what: str) -> str:
+def name_bytes(value: str, what: str = "") -> str:
     """Reject names the server would silently truncate."""
     if len(value.encode("utf-8")) > MAX_NAME_BYTES:
-        raise ValueError(f"{what} must be at most {MAX_NAME_BYTES} bytes (the server truncates)")
+        prefix = f"{what} " if what else ""
+        raise ValueError(f"{prefix}must be at most {MAX_NAME_BYTES} bytes (the server truncates)")
     return value
 
 
