@@ -1,22 +1,17 @@
-"""The query protocol over psycopg 3: :class:`AsyncPsycopgQueries` and :class:`PsycopgQueries`.
+"""The query protocol over psycopg 3: :class:`AsyncPsycopgQueries`, :class:`PsycopgQueries`.
 
-Also home of the pieces the other query adapters share (psycopg is a core
-dependency, so importing this module costs them nothing extra):
-:func:`cached_row_class`, :func:`begin_statement` and the blocking
-:func:`run_with_timeout`.
+Also home of what every query adapter shares (psycopg is a core dependency):
+:func:`cached_row_class`, :func:`begin_statement`, :func:`run_with_timeout`.
 
-Rows are built once, by a row factory that hands psycopg a `Row` class for
-the result's columns; ``fetchval`` keeps psycopg's plain tuples. SQL and
-parameters go to psycopg untouched (``%s`` / ``%(name)s``; ``params=None``
-sends no parameters, so a ``%`` in the SQL is literal).
+Rows are built once: a row factory hands psycopg the result's `Row` class;
+``fetchval`` keeps plain tuples. SQL and parameters go to psycopg untouched
+(``params=None`` sends none, so a ``%`` in the SQL is literal).
 
-Timeouts: the async flavour wraps the call in ``asyncio.timeout``; psycopg
-reacts to the cancellation by cancelling the statement on the server and
-draining its answer (for up to 5 s, else it closes the connection), so the
-connection comes back idle, idle in a failed transaction, or broken. psycopg
-has no per-call timeout for blocking connections, so :func:`run_with_timeout`
-starts a ``threading.Timer`` that cancels the statement server-side. That costs
-a thread start (~0.1 ms) per call, paid only when ``timeout`` is not None.
+Timeouts: async calls run under ``asyncio.timeout``; psycopg answers the
+cancellation by cancelling the statement server-side and draining it (up to
+5 s, else it closes the connection). Blocking psycopg has no per-call timeout,
+so :func:`run_with_timeout` cancels from a ``threading.Timer``: one thread
+start per call (0.1-0.3 ms), paid only when ``timeout`` is not None.
 """
 
 from __future__ import annotations
@@ -62,10 +57,7 @@ def cached_row_class(names: tuple[str, ...]) -> type[Row]:
 
 
 def begin_statement(isolation: Isolation | str | None, read_only: bool, deferrable: bool) -> str:
-    """The single ``BEGIN ...`` statement for these transaction settings.
-
-    ``isolation`` goes through `Isolation`, so only its known values reach
-    the SQL text.
+    """The single ``BEGIN ...`` statement; only `Isolation` values reach the SQL.
 
     Raises:
         ValueError: ``isolation`` is not an isolation level.
@@ -92,10 +84,8 @@ class _StatementTimer:
     __slots__ = ("_cancel", "_lock", "_running", "_timer", "fired")
 
     def __init__(self, cancel: Callable[[], object], timeout: float) -> None:
-        self._cancel = cancel
-        self._lock = threading.Lock()
-        self._running = True
-        self.fired = False
+        self._cancel, self._lock = cancel, threading.Lock()
+        self._running, self.fired = True, False
         self._timer = threading.Timer(timeout, self._fire)
         self._timer.name = "pgharbor-statement-timeout"
         self._timer.daemon = True  # never keeps the interpreter alive
@@ -179,7 +169,7 @@ def _timed(conn: Any, timeout: float, fn: Callable[..., T], *args: Any) -> T:
     return run_with_timeout(_cancel_of(conn), e.QueryCanceled, timeout, fn, *args)
 
 
-# The blocking operations; `PsycopgQueries` adds the timer around them when asked.
+# The blocking operations; `PsycopgQueries` adds the timer when asked.
 
 
 def _fetch(conn: Any, sql: str, params: Any) -> list[Row]:
