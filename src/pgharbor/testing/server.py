@@ -233,14 +233,15 @@ class PostgresServer:
         Values are quoted by psycopg, so hostile strings cannot inject extra
         parameters. *params* are any other libpq parameters.
         """
+        # ``host``/``port`` may be overridden, e.g. to go through a ChaosProxy.
+        values: dict[str, Any] = {"host": self.host, "port": self.port}
+        values.update(params)
         return make_conninfo(
             "",
-            host=self.host,
-            port=self.port,
             dbname=dbname or "postgres",
             user=user or "postgres",
             password=password,
-            **params,
+            **values,
         )
 
     def url(

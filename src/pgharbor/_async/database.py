@@ -1,0 +1,400 @@
+"""`AsyncDatabase`: one logical database — a pool, query helpers, transactions
+and server facts. Source of the generated `Database`.
+
+The helpers lend a connection from the pool for one call and give it back;
+`transaction` keeps one for the block. Placeholders are the driver's own
+(``%s`` for psycopg and psycopg2, ``$1`` for asyncpg); rows are `Row` tuples
+that also answer ``row["column"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+from .._acompat import AStrFactory, aensure, asleep
+from .._policy.backoff import Backoff
+from .._policy.sqlstate import is_retryable_transaction, sqlstate_of
+from ..drivers import get_async_queries
+from ..drivers.base import ConnStatus
+from ..drivers.query import AsyncQueries, Isolation, Row
+from ..errors import CommitOutcomeUnknown, ConfigError
+from ..facts import ServerFacts, read_facts_async, sizing_warnings, to_dollar
+from ..privileges import (
+    PrivilegeReport,
+    Requirement,
+    check_privileges_async,
+    require,
+    schema_diff_requirements,
+)
+from ..version import MINIMUM_SUPPORTED, ServerVersion
+from .pool import AsyncPool
+
+__all__ = ["AsyncDatabase", "AsyncTransaction"]
+
+logger = logging.getLogger("pgharbor.database")
+
+_ISOLATIONS = {level.value: level for level in Isolation}
+
+
+def _isolation(value: Isolation | str | None) -> Isolation | None:
+    if value is None or isinstance(value, Isolation):
+        return value
+    try:
+        return _ISOLATIONS[str(value).lower().replace("_", " ")]
+    except KeyError:
+        raise ConfigError(
+            "isolation", f"must be one of {', '.join(map(repr, _ISOLATIONS))}, got {value!r}"
+        ) from None
+
+
+class AsyncDatabase:
+    """One logical database over an `AsyncPool`.
+
+    ``conninfo`` and every pool setting are as for `AsyncPool` (which it
+    builds); servers older than ``minimum_version`` (13) are refused with
+    `UnsupportedServerVersion`. Use it as a context manager or `open` /
+    `close` it::
+
+        async with AsyncDatabase(url, name="source") as db:
+            n = await db.fetchval("SELECT count(*) FROM t")
+            async with db.transaction(isolation="serializable") as tx:
+                await tx.execute("UPDATE t SET x = x + 1")
+    """
+
+    def __init__(
+        self,
+        conninfo: str | AStrFactory = "",
+        *,
+        name: str | None = None,
+        driver: str = "psycopg",
+        minimum_version: int = MINIMUM_SUPPORTED,
+        **pool_options: Any,
+    ) -> None:
+        pool_options.setdefault("minimum_version", minimum_version)
+        self.pool = AsyncPool(conninfo, driver=driver, name=name, **pool_options)
+        self.name = self.pool.name
+        self.driver = driver
+        self._q: AsyncQueries = get_async_queries(
+            driver, prepared_statements=pool_options.get("prepared_statements", True)
+        )
+        self._facts: ServerFacts | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} pool={self.pool!r}>"
+
+    async def __aenter__(self) -> AsyncDatabase:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Open the pool (see `AsyncPool.open`); with ``wait=False`` connections
+        are opened in the background and the first call waits for one."""
+        await self.pool.open(wait=wait, timeout=timeout)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close the pool (see `AsyncPool.close`)."""
+        await self.pool.close(timeout)
+
+    def connection(self, timeout: float | None = None) -> Any:
+        """Lend a native connection for a block (the pool's `connection`)."""
+        return self.pool.connection(timeout)
+
+    def stats(self) -> dict[str, int | float]:
+        """The pool's stats."""
+        return self.pool.stats()
+
+    # -- queries -------------------------------------------------------------
+
+    async def fetch(
+        self, query: str, params: Any = None, *, timeout: float | None = None
+    ) -> list[Row]:
+        """All rows of ``query``. ``timeout`` bounds the statement (seconds).
+
+        Raises:
+            TimeoutError: the statement ran longer than ``timeout`` (cancelled).
+            PoolTimeout: no connection within the pool's timeout.
+        """
+        async with self.pool.connection() as conn:
+            return await self._q.fetch(conn, query, params, timeout)
+
+    async def fetchrow(
+        self, query: str, params: Any = None, *, timeout: float | None = None
+    ) -> Row | None:
+        """The first row of ``query``, or None."""
+        async with self.pool.connection() as conn:
+            return await self._q.fetchrow(conn, query, params, timeout)
+
+    async def fetchval(
+        self, query: str, params: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """The first column of the first row of ``query``, or None."""
+        async with self.pool.connection() as conn:
+            return await self._q.fetchval(conn, query, params, timeout)
+
+    async def execute(self, query: str, params: Any = None, *, timeout: float | None = None) -> int:
+        """Run a statement (autocommit); the number of rows affected."""
+        async with self.pool.connection() as conn:
+            return await self._q.execute(conn, query, params, timeout)
+
+    async def executemany(
+        self, query: str, params_seq: Iterable[Any], *, timeout: float | None = None
+    ) -> None:
+        """Run a statement once per parameter set, in one transaction."""
+        async with self.transaction() as tx:
+            await tx.executemany(query, params_seq, timeout=timeout)
+
+    async def copy_records(
+        self,
+        table: str,
+        records: Iterable[Sequence[Any]],
+        *,
+        columns: Sequence[str] | None = None,
+        schema: str | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Bulk-load ``records`` into ``table`` with COPY; rows copied."""
+        async with self.pool.connection() as conn:
+            return await self._q.copy_records(conn, table, records, columns, schema, timeout)
+
+    # -- transactions ----------------------------------------------------------
+
+    def transaction(
+        self,
+        isolation: Isolation | str | None = None,
+        *,
+        read_only: bool = False,
+        deferrable: bool = False,
+        timeout: float | None = None,
+    ) -> AsyncTransaction:
+        """A transaction on one connection: committed when the block ends,
+        rolled back if it raises.
+
+        Raises (on exit):
+            CommitOutcomeUnknown: the connection was lost while COMMIT was in
+                flight; it may or may not have been applied. Never retried.
+        """
+        return AsyncTransaction(self, _isolation(isolation), read_only, deferrable, timeout)
+
+    async def run_transaction(
+        self,
+        fn: Callable[[AsyncTransaction], Any],
+        *,
+        retries: int = 3,
+        isolation: Isolation | str | None = None,
+        read_only: bool = False,
+        backoff: Backoff | None = None,
+    ) -> Any:
+        """Run ``fn(tx)`` in a transaction, re-running the whole transaction on
+        a serialization failure (40001) or deadlock (40P01), up to ``retries``
+        more times, with backoff. Returns what ``fn`` returns.
+
+        ``fn`` must be safe to run again: nothing outside the transaction
+        should depend on a failed attempt. `CommitOutcomeUnknown` is never
+        retried.
+        """
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError("retries", "must be an integer >= 0")
+        backoff = backoff or Backoff(initial=0.05, max_delay=2.0, jitter=0.5)
+        rng = random.Random()
+        attempt = 0
+        while True:
+            try:
+                async with self.transaction(isolation, read_only=read_only) as tx:
+                    return await aensure(fn, tx)
+            except CommitOutcomeUnknown:
+                raise
+            except Exception as exc:
+                if attempt >= retries or not is_retryable_transaction(sqlstate_of(exc)):
+                    raise
+                delay = backoff.delay(attempt, rng.random())
+                attempt += 1
+                logger.info(
+                    "database %r: transaction attempt %d failed with %s; retrying in %.3f s",
+                    self.name,
+                    attempt,
+                    sqlstate_of(exc),
+                    delay,
+                )
+                await asleep(delay)
+
+    # -- server facts -----------------------------------------------------------
+
+    async def server_version(self) -> ServerVersion:
+        """The server's version (from ``server_version_num``; no round trip)."""
+        async with self.pool.connection() as conn:
+            return ServerVersion.from_num(self.pool._driver.server_version(conn))
+
+    async def info(self) -> dict[str, Any]:
+        """Server facts, pool stats and the masked connection target."""
+        facts = await self.facts()
+        return {
+            "name": self.name,
+            "target": self.pool.target,
+            "server": facts.to_dict(),
+            "pool": self.stats(),
+            "warnings": self.sizing_warnings(facts),
+        }
+
+    def sizing_warnings(self, facts: ServerFacts) -> list[str]:
+        """What the server's limits say about this pool's settings."""
+        options = self.pool.options
+        return sizing_warnings(
+            facts,
+            options.max_size,
+            options.max_idle,
+            min_size=options.min_size,
+            keepalive=options.keepalive,
+        )
+
+    async def facts(self) -> ServerFacts:
+        """Version, current database and user, limits and timeouts that
+        matter, TLS in use, number of backends (one round trip)."""
+        self._facts = await read_facts_async(self._rows)
+        return self._facts
+
+    async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
+        """Run pgharbor's own queries (written with ``%s`` placeholders)."""
+        if self.driver == "asyncpg":
+            sql = to_dollar(sql)
+        return await self.fetch(sql, params)
+
+    async def check_privileges(
+        self,
+        requirements: Sequence[Requirement] | None = None,
+        *,
+        schemas: Sequence[str] = ("public",),
+    ) -> PrivilegeReport:
+        """Check ``requirements`` (default: enough to diff ``schemas``) with
+        the ``has_*_privilege`` functions; never raises for missing ones."""
+        reqs = list(requirements) if requirements is not None else schema_diff_requirements(schemas)
+        return await check_privileges_async(self._rows, reqs)
+
+    async def require_privileges(
+        self,
+        requirements: Sequence[Requirement] | None = None,
+        *,
+        schemas: Sequence[str] = ("public",),
+    ) -> PrivilegeReport:
+        """As `check_privileges`, but raise `InsufficientPrivileges` listing
+        what is missing."""
+        report = await self.check_privileges(requirements, schemas=schemas)
+        require(report)
+        return report
+
+
+class AsyncTransaction:
+    """A transaction on one pooled connection (see `AsyncDatabase.transaction`)."""
+
+    __slots__ = ("_db", "_deferrable", "_isolation", "_read_only", "_timeout", "conn")
+
+    def __init__(
+        self,
+        db: AsyncDatabase,
+        isolation: Isolation | None,
+        read_only: bool,
+        deferrable: bool,
+        timeout: float | None,
+    ) -> None:
+        self._db = db
+        self._isolation = isolation
+        self._read_only = read_only
+        self._deferrable = deferrable
+        self._timeout = timeout
+        self.conn: Any = None
+
+    async def __aenter__(self) -> AsyncTransaction:
+        pool = self._db.pool
+        conn = await pool.acquire(self._timeout)
+        try:
+            await self._db._q.begin(conn, self._isolation, self._read_only, self._deferrable)
+        except BaseException:
+            await pool.release(conn)
+            raise
+        self.conn = conn
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self.conn = self.conn, None
+        pool = self._db.pool
+        q = self._db._q
+        try:
+            if exc is not None:
+                # The pool's return path also rolls back an open transaction;
+                # doing it here keeps the error the caller sees the original.
+                if pool._driver.status(conn) in (ConnStatus.INTRANS, ConnStatus.INERROR):
+                    try:
+                        await q.rollback(conn)
+                    except Exception as rollback_error:
+                        logger.debug("rollback after an error failed: %s", rollback_error)
+                return
+            try:
+                await q.commit(conn)
+            except Exception as commit_error:
+                if pool._driver.is_error_disconnect(commit_error) or (
+                    pool._driver.status(conn) is ConnStatus.BROKEN
+                ):
+                    raise CommitOutcomeUnknown(
+                        f"database {self._db.name!r}: the connection was lost while "
+                        "COMMIT was in flight; the transaction may or may not have "
+                        "been applied"
+                    ) from commit_error
+                raise
+        finally:
+            await pool.release(conn)
+
+    async def fetch(
+        self, query: str, params: Any = None, *, timeout: float | None = None
+    ) -> list[Row]:
+        """All rows of ``query`` inside the transaction."""
+        return await self._db._q.fetch(self.conn, query, params, timeout)
+
+    async def fetchrow(
+        self, query: str, params: Any = None, *, timeout: float | None = None
+    ) -> Row | None:
+        """The first row, or None."""
+        return await self._db._q.fetchrow(self.conn, query, params, timeout)
+
+    async def fetchval(
+        self, query: str, params: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """The first column of the first row, or None."""
+        return await self._db._q.fetchval(self.conn, query, params, timeout)
+
+    async def execute(self, query: str, params: Any = None, *, timeout: float | None = None) -> int:
+        """Run a statement; rows affected."""
+        return await self._db._q.execute(self.conn, query, params, timeout)
+
+    async def executemany(
+        self, query: str, params_seq: Iterable[Any], *, timeout: float | None = None
+    ) -> None:
+        """Run a statement once per parameter set."""
+        await self._db._q.executemany(self.conn, query, params_seq, timeout)
+
+    async def copy_records(
+        self,
+        table: str,
+        records: Iterable[Sequence[Any]],
+        *,
+        columns: Sequence[str] | None = None,
+        schema: str | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """COPY ``records`` into ``table`` inside the transaction."""
+        return await self._db._q.copy_records(self.conn, table, records, columns, schema, timeout)

@@ -1,0 +1,250 @@
+"""`AsyncDatabaseManager`: several named databases (a *source* and a *target*,
+say), opened side by side, each with its own pool. Source of the generated
+`DatabaseManager`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from types import TracebackType
+from typing import Any
+
+from .._acompat import arun_all
+from ..errors import ConfigError
+from ..privileges import Requirement
+from ..version import MINIMUM_SUPPORTED
+from .database import AsyncDatabase
+
+__all__ = ["AsyncDatabaseManager", "CheckReport", "DatabaseCheck"]
+
+logger = logging.getLogger("pgharbor.manager")
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+@dataclass
+class DatabaseCheck:
+    """What `AsyncDatabaseManager.check` found about one database."""
+
+    name: str
+    target: str
+    ok: bool = False
+    reachable: bool = False
+    latency_ms: float | None = None
+    version: str | None = None
+    compatible: bool | None = None
+    tls: bool | None = None
+    user: str | None = None
+    database: str | None = None
+    privileges_sufficient: bool | None = None
+    privileges_missing: list[str] = field(default_factory=list)
+    max_connections: int | None = None
+    pool_max_size: int | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CheckReport:
+    """`AsyncDatabaseManager.check`'s answer: ``ok`` when every database is."""
+
+    databases: list[DatabaseCheck]
+
+    @property
+    def ok(self) -> bool:
+        return all(d.ok for d in self.databases)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "databases": [asdict(d) for d in self.databases]}
+
+
+class AsyncDatabaseManager:
+    """Named databases opened side by side.
+
+    ``databases`` maps names to `AsyncDatabase` objects or to conninfo
+    strings (each then becomes an `AsyncDatabase` with ``defaults``). One
+    database failing never blocks the others: they open concurrently, each
+    with its own pool, and `open` reports every failure at once::
+
+        async with AsyncDatabaseManager({"source": src_url, "target": dst_url}) as mgr:
+            rows = await mgr["source"].fetch("SELECT ...")
+    """
+
+    def __init__(self, databases: Mapping[str, AsyncDatabase | str], **defaults: Any) -> None:
+        if not databases:
+            raise ConfigError("databases", "at least one database is required")
+        seen: dict[str, str] = {}
+        self._dbs: dict[str, AsyncDatabase] = {}
+        for name, spec in databases.items():
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise ConfigError(f"databases.{name}", "names must match [A-Za-z_][A-Za-z0-9_-]*")
+            if name.lower() in seen:
+                raise ConfigError(
+                    f"databases.{name}", f"duplicates {seen[name.lower()]!r} (names ignore case)"
+                )
+            seen[name.lower()] = name
+            if isinstance(spec, AsyncDatabase):
+                self._dbs[name] = spec
+            elif isinstance(spec, str):
+                self._dbs[name] = AsyncDatabase(spec, **{"name": name, **defaults})
+            else:
+                raise ConfigError(
+                    f"databases.{name}", "must be a conninfo string or an AsyncDatabase"
+                )
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AsyncDatabaseManager:
+        """Build from `pgharbor.config.HarborSettings` (one pool per database)."""
+        dbs = {
+            name: AsyncDatabase(**db.pool_kwargs(name), minimum_version=db.minimum_version)
+            for name, db in settings.databases.items()
+        }
+        return cls(dbs)
+
+    @classmethod
+    def from_config(cls, path: str | None = None, **overrides: Any) -> AsyncDatabaseManager:
+        """Build from a TOML file (``[databases.<name>]``), ``.env`` and the
+        environment; see `pgharbor.config.load_settings`."""
+        from ..config import load_settings
+
+        return cls.from_settings(load_settings(path, **overrides))
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> AsyncDatabaseManager:
+        """Build from the environment (and ``.env``) only."""
+        return cls.from_config(None, **overrides)
+
+    def __getitem__(self, name: str) -> AsyncDatabase:
+        try:
+            return self._dbs[name]
+        except KeyError:
+            raise KeyError(f"no database named {name!r} (have: {', '.join(self._dbs)})") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dbs)
+
+    def __len__(self) -> int:
+        return len(self._dbs)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {list(self._dbs)}>"
+
+    async def __aenter__(self) -> AsyncDatabaseManager:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Open every database concurrently.
+
+        With ``wait``, block until each has its minimum of connections or has
+        failed; the healthy ones are then usable whatever happened to the
+        others.
+
+        Raises:
+            ExceptionGroup: one or more databases could not be opened (each
+                error carries its database name in a note).
+        """
+        for db in self._dbs.values():
+            await db.open(wait=False)
+        if not wait:
+            return
+        names = list(self._dbs)
+        results = await arun_all(*(partial(self._dbs[n].pool.wait, timeout) for n in names))
+        errors: list[Exception] = []
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, Exception):
+                result.add_note(f"database: {name}")
+                errors.append(result)
+        if errors:
+            raise ExceptionGroup(
+                f"{len(errors)} of {len(names)} database(s) failed to open", errors
+            )
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close every database (each within ``timeout``)."""
+        await arun_all(*(partial(db.close, timeout) for db in self._dbs.values()))
+
+    def stats(self) -> dict[str, dict[str, int | float]]:
+        """Each database's pool stats, by name."""
+        return {name: db.stats() for name, db in self._dbs.items()}
+
+    async def check(
+        self,
+        requirements: Mapping[str, list[Requirement]] | None = None,
+        *,
+        minimum_version: int = MINIMUM_SUPPORTED,
+        timeout: float = 10.0,
+    ) -> CheckReport:
+        """Check every database: reachable, latency, TLS, version and
+        compatibility, privileges (default: enough to diff ``public``), pool
+        size against ``max_connections``; never raises for a failing one.
+        ``timeout`` bounds the wait for a connection to each database."""
+        names = list(self._dbs)
+        results = await arun_all(
+            *(
+                partial(self._check_one, n, (requirements or {}).get(n), minimum_version, timeout)
+                for n in names
+            )
+        )
+        checks = [
+            r
+            if isinstance(r, DatabaseCheck)
+            else DatabaseCheck(name=n, target=self._dbs[n].pool.target, error=str(r))
+            for n, r in zip(names, results, strict=True)
+        ]
+        return CheckReport(checks)
+
+    async def _check_one(
+        self,
+        name: str,
+        requirements: list[Requirement] | None,
+        minimum_version: int,
+        timeout: float,
+    ) -> DatabaseCheck:
+        db = self._dbs[name]
+        check = DatabaseCheck(
+            name=name, target=db.pool.target, pool_max_size=db.pool.options.max_size
+        )
+        try:
+            async with db.connection(timeout):
+                check.reachable = True
+            start = time.perf_counter()
+            await db.fetchval("SELECT 1")
+            check.latency_ms = (time.perf_counter() - start) * 1000.0
+            facts = await db.facts()
+            check.version = str(facts.version)
+            check.compatible = facts.version.is_compatible(minimum_version)
+            check.tls = facts.tls
+            check.user, check.database = facts.user, facts.database
+            check.max_connections = facts.max_connections
+            info = await db.info()
+            check.warnings.extend(info["warnings"])
+            report = await db.check_privileges(requirements)
+            check.privileges_sufficient = report.sufficient
+            check.privileges_missing = [str(m) for m in report.missing]
+            if not check.tls:
+                check.warnings.append("connection is not encrypted (sslmode)")
+        except Exception as exc:  # reported in the check, not raised
+            check.error = f"{type(exc).__name__}: {exc}"
+            return check
+        problems = []
+        if not check.compatible:
+            problems.append(f"server {check.version} is older than {minimum_version}")
+        if not check.privileges_sufficient:
+            problems.append("insufficient privileges")
+        check.error = "; ".join(problems) or None
+        check.ok = not problems
+        return check
