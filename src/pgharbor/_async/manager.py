@@ -9,58 +9,22 @@ import logging
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
 from functools import partial
 from types import TracebackType
 from typing import Any
 
 from .._acompat import arun_all
+from ..checks import CheckReport, DatabaseCheck
 from ..errors import ConfigError
 from ..privileges import Requirement
 from ..version import MINIMUM_SUPPORTED
 from .database import AsyncDatabase
 
-__all__ = ["AsyncDatabaseManager", "CheckReport", "DatabaseCheck"]
+__all__ = ["AsyncDatabaseManager"]
 
 logger = logging.getLogger("pgharbor.manager")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-
-
-@dataclass
-class DatabaseCheck:
-    """What `AsyncDatabaseManager.check` found about one database."""
-
-    name: str
-    target: str
-    ok: bool = False
-    reachable: bool = False
-    latency_ms: float | None = None
-    version: str | None = None
-    compatible: bool | None = None
-    tls: bool | None = None
-    user: str | None = None
-    database: str | None = None
-    privileges_sufficient: bool | None = None
-    privileges_missing: list[str] = field(default_factory=list)
-    max_connections: int | None = None
-    pool_max_size: int | None = None
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class CheckReport:
-    """`AsyncDatabaseManager.check`'s answer: ``ok`` when every database is."""
-
-    databases: list[DatabaseCheck]
-
-    @property
-    def ok(self) -> bool:
-        return all(d.ok for d in self.databases)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "databases": [asdict(d) for d in self.databases]}
 
 
 class AsyncDatabaseManager:
@@ -234,7 +198,9 @@ class AsyncDatabaseManager:
             check.warnings.extend(info["warnings"])
             report = await db.check_privileges(requirements)
             check.privileges_sufficient = report.sufficient
-            check.privileges_missing = [str(m) for m in report.missing]
+            check.privileges_missing = [
+                f"{m} ({', '.join(m.objects)})" if m.objects else str(m) for m in report.missing
+            ]
             if not check.tls:
                 check.warnings.append("connection is not encrypted (sslmode)")
         except Exception as exc:  # reported in the check, not raised
