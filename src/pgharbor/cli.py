@@ -165,18 +165,16 @@ def _check_all(named: dict[str, Any], timeout: float) -> CheckReport:
     for name, spec in named.items():
         try:
             if isinstance(spec, DatabaseSettings):
-                kwargs = spec.pool_kwargs(name)
-                kwargs.update(min_size=1, max_size=2)
-                dbs[name] = Database(**kwargs, minimum_version=1)
+                small = spec.model_copy(update={"min_size": 1, "max_size": 2})
+                dbs[name] = Database.from_settings(small, name)
             else:
                 dbs[name] = Database(
                     spec,
                     name=name,
                     min_size=1,
                     max_size=2,
-                    minimum_version=1,
-                    kwargs={"application_name": "pgharbor-check"},
-                    connect_timeout=timeout,
+                    application_name="pgharbor-check",
+                    connect_timeout=max(timeout, 2.0),
                 )
         except ConfigError as exc:
             problems.append(DatabaseCheck(name=name, target="(invalid)", error=str(exc)))

@@ -13,6 +13,7 @@ from pgharbor._policy.sqlstate import (
     is_retryable_transaction,
     is_transient,
     sqlstate_of,
+    statement_did_not_run,
 )
 
 DISCONNECT = ["08000", "08003", "08006", "08001", "08004", "08P01", "57P01", "57P02"]
@@ -182,3 +183,34 @@ def test_connect_failure_reason(code: str | None, message: str | None, reason: s
 def test_disconnect_message(message: str | None, expected: bool) -> None:
     """Disconnect texts match on the first line, never inside quoted data."""
     assert is_disconnect_message(message) is expected
+
+
+class _Said(Exception):
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (_Said("terminating connection due to administrator command", "57P01"), True),
+        (_Said("terminating connection due to idle-session timeout", "57P05"), True),
+        (_Said("the connection is closed"), True),
+        (_Said("connection is closed"), True),
+        (
+            _Said(
+                "connection was closed in the middle of operation: terminating "
+                "connection due to administrator command"
+            ),
+            True,
+        ),
+        (_Said("connection was closed in the middle of operation"), False),
+        (_Said("server closed the connection unexpectedly"), False),
+        (_Said("duplicate key", "23505"), False),
+        (_Said("canceling statement due to statement timeout", "57014"), False),
+    ],
+)
+def test_statement_did_not_run(exc: Exception, expected: bool) -> None:
+    """Only a session the server ended first, or a closed connection, is safe to resend."""
+    assert statement_did_not_run(exc) is expected

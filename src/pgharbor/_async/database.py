@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from .._acompat import AStrFactory, aensure, asleep
 from .._policy.backoff import Backoff
-from .._policy.sqlstate import is_retryable_transaction, sqlstate_of
+from .._policy.sqlstate import is_retryable_transaction, sqlstate_of, statement_did_not_run
+from ..config import DatabaseSettings
 from ..drivers import get_async_queries
 from ..drivers.base import ConnStatus
 from ..drivers.query import AsyncQueries, Isolation, Row
@@ -54,10 +55,13 @@ def _isolation(value: Isolation | str | None) -> Isolation | None:
 class AsyncDatabase:
     """One logical database over an `AsyncPool`.
 
-    ``conninfo`` and every pool setting are as for `AsyncPool` (which it
-    builds); servers older than ``minimum_version`` (13) are refused with
-    `UnsupportedServerVersion`. Use it as a context manager or `open` /
-    `close` it::
+    ``conninfo`` is a URL or keyword DSN (or a callable returning one); the
+    other keyword arguments are any of `pgharbor.config.DatabaseSettings` —
+    endpoint fields, session settings (``statement_timeout``,
+    ``search_path``...), pool settings, ``driver``, ``minimum_version`` (13:
+    older servers are refused with `UnsupportedServerVersion`) — plus the
+    pool's callbacks and ``kwargs``. Everything is validated here, at once.
+    Use it as a context manager or `open` / `close` it::
 
         async with AsyncDatabase(url, name="source") as db:
             n = await db.fetchval("SELECT count(*) FROM t")
@@ -70,18 +74,52 @@ class AsyncDatabase:
         conninfo: str | AStrFactory = "",
         *,
         name: str | None = None,
-        driver: str = "psycopg",
-        minimum_version: int = MINIMUM_SUPPORTED,
-        **pool_options: Any,
+        settings: DatabaseSettings | None = None,
+        **options: Any,
     ) -> None:
-        pool_options.setdefault("minimum_version", minimum_version)
-        self.pool = AsyncPool(conninfo, driver=driver, name=name, **pool_options)
+        # Settings pgharbor.config knows (endpoint, session, pool, driver,
+        # minimum_version...) are validated there, in one place; the rest
+        # (callbacks, kwargs=, backoff=...) go to the pool as they are.
+        known = DatabaseSettings.model_fields
+        extra = {k: options.pop(k) for k in list(options) if k not in known}
+        if callable(options.get("password")):
+            extra["password"] = options.pop("password")
+        if callable(conninfo):
+            # Credential rotation: the endpoint is only known per attempt.
+            values = DatabaseSettings(**options).pool_kwargs(name)
+            values["conninfo"] = conninfo
+            minimum = options.get("minimum_version", MINIMUM_SUPPORTED)
+        else:
+            if settings is None:
+                settings = DatabaseSettings(url=conninfo or None, **options)
+            elif options or conninfo:
+                raise ConfigError("settings", "give either settings= or a conninfo and settings")
+            values = settings.pool_kwargs(name)
+            minimum = settings.minimum_version
+        values.update(extra)
+        values.setdefault("minimum_version", minimum)
+        self.settings = settings
+        self.pool = AsyncPool(**values)
         self.name = self.pool.name
-        self.driver = driver
+        self.driver: str = values["driver"]
         self._q: AsyncQueries = get_async_queries(
-            driver, prepared_statements=pool_options.get("prepared_statements", True)
+            self.driver, prepared_statements=values.get("prepared_statements", True)
         )
         self._facts: ServerFacts | None = None
+
+    @classmethod
+    def from_settings(cls, settings: DatabaseSettings, name: str | None = None) -> AsyncDatabase:
+        """A database from validated `pgharbor.config.DatabaseSettings`."""
+        return cls(name=name, settings=settings)
+
+    @classmethod
+    def from_env(
+        cls, name: str | None = None, env: Mapping[str, str] | None = None
+    ) -> AsyncDatabase:
+        """A database from the environment: ``PGHARBOR_<NAME>__...`` variables,
+        or the ``POSTGRES_HOST``/``POSTGRES_DB``/... ones (see
+        `pgharbor.config`)."""
+        return cls(name=name, settings=DatabaseSettings.from_env(name, env))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} pool={self.pool!r}>"
@@ -126,6 +164,14 @@ class AsyncDatabase:
             TimeoutError: the statement ran longer than ``timeout`` (cancelled).
             PoolTimeout: no connection within the pool's timeout.
         """
+        try:
+            async with self.pool.connection() as conn:
+                return await self._q.fetch(conn, query, params, timeout)
+        except Exception as exc:
+            if not statement_did_not_run(exc):
+                raise
+            self._log_retry(exc)
+        # Once more on another connection: see `_log_retry`.
         async with self.pool.connection() as conn:
             return await self._q.fetch(conn, query, params, timeout)
 
@@ -133,6 +179,14 @@ class AsyncDatabase:
         self, query: str, params: Any = None, *, timeout: float | None = None
     ) -> Row | None:
         """The first row of ``query``, or None."""
+        try:
+            async with self.pool.connection() as conn:
+                return await self._q.fetchrow(conn, query, params, timeout)
+        except Exception as exc:
+            if not statement_did_not_run(exc):
+                raise
+            self._log_retry(exc)
+        # Once more on another connection: see `_log_retry`.
         async with self.pool.connection() as conn:
             return await self._q.fetchrow(conn, query, params, timeout)
 
@@ -140,11 +194,27 @@ class AsyncDatabase:
         self, query: str, params: Any = None, *, timeout: float | None = None
     ) -> Any:
         """The first column of the first row of ``query``, or None."""
+        try:
+            async with self.pool.connection() as conn:
+                return await self._q.fetchval(conn, query, params, timeout)
+        except Exception as exc:
+            if not statement_did_not_run(exc):
+                raise
+            self._log_retry(exc)
+        # Once more on another connection: see `_log_retry`.
         async with self.pool.connection() as conn:
             return await self._q.fetchval(conn, query, params, timeout)
 
     async def execute(self, query: str, params: Any = None, *, timeout: float | None = None) -> int:
         """Run a statement (autocommit); the number of rows affected."""
+        try:
+            async with self.pool.connection() as conn:
+                return await self._q.execute(conn, query, params, timeout)
+        except Exception as exc:
+            if not statement_did_not_run(exc):
+                raise
+            self._log_retry(exc)
+        # Once more on another connection: see `_log_retry`.
         async with self.pool.connection() as conn:
             return await self._q.execute(conn, query, params, timeout)
 
@@ -167,6 +237,18 @@ class AsyncDatabase:
         """Bulk-load ``records`` into ``table`` with COPY; rows copied."""
         async with self.pool.connection() as conn:
             return await self._q.copy_records(conn, table, records, columns, schema, timeout)
+
+    def _log_retry(self, exc: BaseException) -> None:
+        """A statement outside a transaction was refused because the server had
+        ended the session (a restart, a terminated backend, an idle timeout):
+        it did not run, so it is sent once more on another connection. The
+        pool has meanwhile discarded the dead connection and marked its older
+        siblings for a check."""
+        logger.info(
+            "database %r: session ended before the statement ran (%s); retrying once",
+            self.name,
+            sqlstate_of(exc) or type(exc).__name__,
+        )
 
     # -- transactions ----------------------------------------------------------
 

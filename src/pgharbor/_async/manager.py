@@ -65,8 +65,7 @@ class AsyncDatabaseManager:
     def from_settings(cls, settings: Any) -> AsyncDatabaseManager:
         """Build from `pgharbor.config.HarborSettings` (one pool per database)."""
         dbs = {
-            name: AsyncDatabase(**db.pool_kwargs(name), minimum_version=db.minimum_version)
-            for name, db in settings.databases.items()
+            name: AsyncDatabase.from_settings(db, name) for name, db in settings.databases.items()
         }
         return cls(dbs)
 

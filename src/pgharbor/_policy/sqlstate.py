@@ -55,6 +55,7 @@ __all__ = [
     "is_retryable_transaction",
     "is_transient",
     "sqlstate_of",
+    "statement_did_not_run",
 ]
 
 _MAX_CHAIN = 10  # HikariCP walks at most 10 chained exceptions
@@ -195,6 +196,35 @@ def is_disconnect_message(message: str | None) -> bool:
     line = message.partition("\n")[0]
     match = _DISCONNECT_MESSAGE.search(line)
     return match is not None and '"' not in line[: match.start()]
+
+
+#: The server ended the session before running anything more of it: an
+#: autocommit statement that got one of these was not committed.
+_ENDED_SESSION = frozenset({"57P01", "57P02", "57P05"})
+_CLOSED_BEFORE_SEND = re.compile(r"^(the )?connection (is|already) closed", re.IGNORECASE)
+# The server's own words for 57P01/57P02/57P05, which asyncpg passes on in the
+# text of ConnectionDoesNotExistError without the SQLSTATE.
+_ENDED_SESSION_TEXT = re.compile(
+    r"terminating connection (due to (administrator command|idle-session timeout)"
+    r"|because of crash of another server process)",
+    re.IGNORECASE,
+)
+
+
+def statement_did_not_run(exc: BaseException) -> bool:
+    """Whether an autocommit statement that raised ``exc`` certainly did not
+    commit, so running it again on another connection is safe.
+
+    True when the server said it ended the session (57P01 admin shutdown,
+    57P02 crash shutdown, 57P05 idle-session timeout: the statement, if it
+    started at all, was aborted), or the driver refused to send it because the
+    connection was already closed. A connection lost *without* such a word may
+    have committed: never retried.
+    """
+    if sqlstate_of(exc) in _ENDED_SESSION:
+        return True
+    text = str(exc)
+    return bool(_CLOSED_BEFORE_SEND.match(text) or _ENDED_SESSION_TEXT.search(text))
 
 
 def connect_failure_reason(sqlstate: str | None, message: str | None) -> str:

@@ -67,8 +67,7 @@ class DatabaseManager:
     def from_settings(cls, settings: Any) -> DatabaseManager:
         """Build from `pgharbor.config.HarborSettings` (one pool per database)."""
         dbs = {
-            name: Database(**db.pool_kwargs(name), minimum_version=db.minimum_version)
-            for name, db in settings.databases.items()
+            name: Database.from_settings(db, name) for name, db in settings.databases.items()
         }
         return cls(dbs)
 

@@ -165,6 +165,43 @@ async def test_statement_timeout_per_call(make_db: DbFactory) -> None:
         assert await db.fetchval("SELECT 1") == 1
 
 
+async def test_restart_between_two_calls_is_invisible(
+    make_db: DbFactory, pg_server: PostgresServer, driver: str
+) -> None:
+    """A server restart between two calls: the second still succeeds (the
+    session had ended before the statement ran, so it is sent again) — except
+    with psycopg2, whose error does not say so: it fails once, then recovers."""
+    async with make_db(min_size=2, max_size=2) as db:
+        assert await db.fetchval("SELECT 1") == 1
+        pg_server.restart()
+        if driver == "psycopg2":
+            with pytest.raises(Exception, match="closed the connection"):
+                await db.fetchval("SELECT 2")
+        else:
+            assert await db.fetchval("SELECT 2") == 2
+        assert await db.fetchval("SELECT 3") == 3
+        assert await db.fetchval("SELECT 4") == 4
+
+
+async def test_session_settings_are_startup_parameters(make_db: DbFactory) -> None:
+    """Session settings reach every connection and survive the return path."""
+    async with make_db(
+        max_size=1,
+        statement_timeout=1.5,
+        lock_timeout="250ms",
+        search_path=["app", "public"],
+        timezone="UTC",
+    ) as db:
+        for _ in range(2):  # the second time on a returned connection
+            async with db.transaction() as tx:
+                await tx.execute("SET LOCAL statement_timeout = 99")  # local: rolled back
+                assert await tx.fetchval("SHOW statement_timeout") == "99ms"
+            assert await db.fetchval("SHOW statement_timeout") == "1500ms"
+            assert await db.fetchval("SHOW lock_timeout") == "250ms"
+            assert (await db.fetchval("SHOW search_path")).replace(" ", "") == "app,public"
+            assert await db.fetchval("SHOW TimeZone") == "UTC"
+
+
 async def test_server_facts_and_privileges(make_db: DbFactory, pg_server: PostgresServer) -> None:
     """server_version, info and privilege checks come from the server."""
     async with make_db() as db:

@@ -167,6 +167,43 @@ def test_statement_timeout_per_call(make_db: DbFactory) -> None:
         assert db.fetchval("SELECT 1") == 1
 
 
+def test_restart_between_two_calls_is_invisible(
+    make_db: DbFactory, pg_server: PostgresServer, driver: str
+) -> None:
+    """A server restart between two calls: the second still succeeds (the
+    session had ended before the statement ran, so it is sent again) — except
+    with psycopg2, whose error does not say so: it fails once, then recovers."""
+    with make_db(min_size=2, max_size=2) as db:
+        assert db.fetchval("SELECT 1") == 1
+        pg_server.restart()
+        if driver == "psycopg2":
+            with pytest.raises(Exception, match="closed the connection"):
+                db.fetchval("SELECT 2")
+        else:
+            assert db.fetchval("SELECT 2") == 2
+        assert db.fetchval("SELECT 3") == 3
+        assert db.fetchval("SELECT 4") == 4
+
+
+def test_session_settings_are_startup_parameters(make_db: DbFactory) -> None:
+    """Session settings reach every connection and survive the return path."""
+    with make_db(
+        max_size=1,
+        statement_timeout=1.5,
+        lock_timeout="250ms",
+        search_path=["app", "public"],
+        timezone="UTC",
+    ) as db:
+        for _ in range(2):  # the second time on a returned connection
+            with db.transaction() as tx:
+                tx.execute("SET LOCAL statement_timeout = 99")  # local: rolled back
+                assert tx.fetchval("SHOW statement_timeout") == "99ms"
+            assert db.fetchval("SHOW statement_timeout") == "1500ms"
+            assert db.fetchval("SHOW lock_timeout") == "250ms"
+            assert (db.fetchval("SHOW search_path")).replace(" ", "") == "app,public"
+            assert db.fetchval("SHOW TimeZone") == "UTC"
+
+
 def test_server_facts_and_privileges(make_db: DbFactory, pg_server: PostgresServer) -> None:
     """server_version, info and privilege checks come from the server."""
     with make_db() as db:
