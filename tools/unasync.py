@@ -87,6 +87,7 @@ RULES: list[Rule] = [
     Rule("_async", "_sync", optional=True),
     # Paired primitives of pgharbor/_acompat.py.
     Rule("AStrFactory", "StrFactory", optional=True),
+    Rule("AOp", "Op", optional=True),
     Rule("ATaskFn", "TaskFn", optional=True),
     Rule("acurrent_task", "current_task", optional=True),
     Rule("amonotonic", "monotonic", optional=True),

@@ -33,12 +33,14 @@ __all__ = [
     "ADeadlines",
     "AEvent",
     "ALock",
+    "AOp",
     "AStrFactory",
     "ATaskFn",
     "AWaiter",
     "Deadlines",
     "Event",
     "Lock",
+    "Op",
     "StrFactory",
     "TaskFn",
     "Waiter",
@@ -64,6 +66,9 @@ T = TypeVar("T")
 #: coroutine functions (credential rotation: conninfo, password).
 AStrFactory = Callable[[], str | Awaitable[str]]
 StrFactory = Callable[[], str]
+#: An operation returning T: awaitable in the async flavour, plain in sync.
+AOp = Callable[..., Awaitable[T]]
+Op = Callable[..., T]
 #: The body of a background task or thread.
 ATaskFn = Callable[..., Coroutine[Any, Any, None]]
 TaskFn = Callable[..., None]

@@ -13,9 +13,9 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-from .._acompat import AStrFactory, aensure, asleep
+from .._acompat import AOp, AStrFactory, aensure, asleep
 from .._policy.backoff import Backoff
 from .._policy.sqlstate import is_retryable_transaction, sqlstate_of, statement_did_not_run
 from ..config import DatabaseSettings
@@ -37,6 +37,8 @@ from .pool import AsyncPool
 __all__ = ["AsyncDatabase", "AsyncTransaction"]
 
 logger = logging.getLogger("pgharbor.database")
+
+T = TypeVar("T")
 
 _ISOLATIONS = {level.value: level for level in Isolation}
 
@@ -164,59 +166,23 @@ class AsyncDatabase:
             TimeoutError: the statement ran longer than ``timeout`` (cancelled).
             PoolTimeout: no connection within the pool's timeout.
         """
-        try:
-            async with self.pool.connection() as conn:
-                return await self._q.fetch(conn, query, params, timeout)
-        except Exception as exc:
-            if not statement_did_not_run(exc):
-                raise
-            self._log_retry(exc)
-        # Once more on another connection: see `_log_retry`.
-        async with self.pool.connection() as conn:
-            return await self._q.fetch(conn, query, params, timeout)
+        return await self._once(self._q.fetch, query, params, timeout)
 
     async def fetchrow(
         self, query: str, params: Any = None, *, timeout: float | None = None
     ) -> Row | None:
         """The first row of ``query``, or None."""
-        try:
-            async with self.pool.connection() as conn:
-                return await self._q.fetchrow(conn, query, params, timeout)
-        except Exception as exc:
-            if not statement_did_not_run(exc):
-                raise
-            self._log_retry(exc)
-        # Once more on another connection: see `_log_retry`.
-        async with self.pool.connection() as conn:
-            return await self._q.fetchrow(conn, query, params, timeout)
+        return await self._once(self._q.fetchrow, query, params, timeout)
 
     async def fetchval(
         self, query: str, params: Any = None, *, timeout: float | None = None
     ) -> Any:
         """The first column of the first row of ``query``, or None."""
-        try:
-            async with self.pool.connection() as conn:
-                return await self._q.fetchval(conn, query, params, timeout)
-        except Exception as exc:
-            if not statement_did_not_run(exc):
-                raise
-            self._log_retry(exc)
-        # Once more on another connection: see `_log_retry`.
-        async with self.pool.connection() as conn:
-            return await self._q.fetchval(conn, query, params, timeout)
+        return await self._once(self._q.fetchval, query, params, timeout)
 
     async def execute(self, query: str, params: Any = None, *, timeout: float | None = None) -> int:
         """Run a statement (autocommit); the number of rows affected."""
-        try:
-            async with self.pool.connection() as conn:
-                return await self._q.execute(conn, query, params, timeout)
-        except Exception as exc:
-            if not statement_did_not_run(exc):
-                raise
-            self._log_retry(exc)
-        # Once more on another connection: see `_log_retry`.
-        async with self.pool.connection() as conn:
-            return await self._q.execute(conn, query, params, timeout)
+        return await self._once(self._q.execute, query, params, timeout)
 
     async def executemany(
         self, query: str, params_seq: Iterable[Any], *, timeout: float | None = None
@@ -238,17 +204,27 @@ class AsyncDatabase:
         async with self.pool.connection() as conn:
             return await self._q.copy_records(conn, table, records, columns, schema, timeout)
 
-    def _log_retry(self, exc: BaseException) -> None:
-        """A statement outside a transaction was refused because the server had
-        ended the session (a restart, a terminated backend, an idle timeout):
-        it did not run, so it is sent once more on another connection. The
-        pool has meanwhile discarded the dead connection and marked its older
-        siblings for a check."""
-        logger.info(
-            "database %r: session ended before the statement ran (%s); retrying once",
-            self.name,
-            sqlstate_of(exc) or type(exc).__name__,
-        )
+    async def _once(self, op: AOp[T], query: str, params: Any, timeout: float | None) -> T:
+        """Run one statement on a lent connection.
+
+        If the server refused it because it had already ended the session (a
+        restart, a terminated backend, an idle timeout), it did not run: it is
+        sent once more on another connection. The pool has meanwhile discarded
+        the dead one and marked its older siblings for a check.
+        """
+        try:
+            async with self.pool.connection() as conn:
+                return await op(conn, query, params, timeout)
+        except Exception as exc:
+            if not statement_did_not_run(exc):
+                raise
+            logger.info(
+                "database %r: session ended before the statement ran (%s); retrying once",
+                self.name,
+                sqlstate_of(exc) or type(exc).__name__,
+            )
+        async with self.pool.connection() as conn:
+            return await op(conn, query, params, timeout)
 
     # -- transactions ----------------------------------------------------------
 

@@ -15,9 +15,9 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-from .._acompat import StrFactory, ensure, sleep
+from .._acompat import Op, StrFactory, ensure, sleep
 from .._policy.backoff import Backoff
 from .._policy.sqlstate import is_retryable_transaction, sqlstate_of, statement_did_not_run
 from ..config import DatabaseSettings
@@ -39,6 +39,8 @@ from .pool import Pool
 __all__ = ["Database", "Transaction"]
 
 logger = logging.getLogger("pgharbor.database")
+
+T = TypeVar("T")
 
 _ISOLATIONS = {level.value: level for level in Isolation}
 
@@ -166,59 +168,23 @@ class Database:
             TimeoutError: the statement ran longer than ``timeout`` (cancelled).
             PoolTimeout: no connection within the pool's timeout.
         """
-        try:
-            with self.pool.connection() as conn:
-                return self._q.fetch(conn, query, params, timeout)
-        except Exception as exc:
-            if not statement_did_not_run(exc):
-                raise
-            self._log_retry(exc)
-        # Once more on another connection: see `_log_retry`.
-        with self.pool.connection() as conn:
-            return self._q.fetch(conn, query, params, timeout)
+        return self._once(self._q.fetch, query, params, timeout)
 
     def fetchrow(
         self, query: str, params: Any = None, *, timeout: float | None = None
     ) -> Row | None:
         """The first row of ``query``, or None."""
-        try:
-            with self.pool.connection() as conn:
-                return self._q.fetchrow(conn, query, params, timeout)
-        except Exception as exc:
-            if not statement_did_not_run(exc):
-                raise
-            self._log_retry(exc)
-        # Once more on another connection: see `_log_retry`.
-        with self.pool.connection() as conn:
-            return self._q.fetchrow(conn, query, params, timeout)
+        return self._once(self._q.fetchrow, query, params, timeout)
 
     def fetchval(
         self, query: str, params: Any = None, *, timeout: float | None = None
     ) -> Any:
         """The first column of the first row of ``query``, or None."""
-        try:
-            with self.pool.connection() as conn:
-                return self._q.fetchval(conn, query, params, timeout)
-        except Exception as exc:
-            if not statement_did_not_run(exc):
-                raise
-            self._log_retry(exc)
-        # Once more on another connection: see `_log_retry`.
-        with self.pool.connection() as conn:
-            return self._q.fetchval(conn, query, params, timeout)
+        return self._once(self._q.fetchval, query, params, timeout)
 
     def execute(self, query: str, params: Any = None, *, timeout: float | None = None) -> int:
         """Run a statement (autocommit); the number of rows affected."""
-        try:
-            with self.pool.connection() as conn:
-                return self._q.execute(conn, query, params, timeout)
-        except Exception as exc:
-            if not statement_did_not_run(exc):
-                raise
-            self._log_retry(exc)
-        # Once more on another connection: see `_log_retry`.
-        with self.pool.connection() as conn:
-            return self._q.execute(conn, query, params, timeout)
+        return self._once(self._q.execute, query, params, timeout)
 
     def executemany(
         self, query: str, params_seq: Iterable[Any], *, timeout: float | None = None
@@ -240,17 +206,27 @@ class Database:
         with self.pool.connection() as conn:
             return self._q.copy_records(conn, table, records, columns, schema, timeout)
 
-    def _log_retry(self, exc: BaseException) -> None:
-        """A statement outside a transaction was refused because the server had
-        ended the session (a restart, a terminated backend, an idle timeout):
-        it did not run, so it is sent once more on another connection. The
-        pool has meanwhile discarded the dead connection and marked its older
-        siblings for a check."""
-        logger.info(
-            "database %r: session ended before the statement ran (%s); retrying once",
-            self.name,
-            sqlstate_of(exc) or type(exc).__name__,
-        )
+    def _once(self, op: Op[T], query: str, params: Any, timeout: float | None) -> T:
+        """Run one statement on a lent connection.
+
+        If the server refused it because it had already ended the session (a
+        restart, a terminated backend, an idle timeout), it did not run: it is
+        sent once more on another connection. The pool has meanwhile discarded
+        the dead one and marked its older siblings for a check.
+        """
+        try:
+            with self.pool.connection() as conn:
+                return op(conn, query, params, timeout)
+        except Exception as exc:
+            if not statement_did_not_run(exc):
+                raise
+            logger.info(
+                "database %r: session ended before the statement ran (%s); retrying once",
+                self.name,
+                sqlstate_of(exc) or type(exc).__name__,
+            )
+        with self.pool.connection() as conn:
+            return op(conn, query, params, timeout)
 
     # -- transactions ----------------------------------------------------------
 
