@@ -274,7 +274,7 @@ def test_environment_scheme(tmp_path: Path) -> None:
         "PGHARBOR_PROFILE": "test",
         "PGHARBOR_SOURCE__URL": "postgresql://u:pw@h/src",
         "PGHARBOR_SOURCE__MAX_SIZE": "7",
-        "PGHARBOR_SOURCE__PGBOUNCER": "true",
+        "PGHARBOR_SOURCE__IGNORE_LIBPQ_ENV": "true",
         "PGHARBOR_SOURCE__RETRY__MAX_ATTEMPTS": "4",
         "PGHARBOR_SOURCE__SERVER_SETTINGS": '{"work_mem": "64MB"}',
         "PGHARBOR_SOURCE__SEARCH_PATH": "a,b",
@@ -285,7 +285,7 @@ def test_environment_scheme(tmp_path: Path) -> None:
     settings = load(tmp_path, env)
     db = settings.database()
     assert settings.profile == "test"
-    assert (db.max_size, db.pgbouncer, db.retry.max_attempts) == (7, True, 4)
+    assert (db.max_size, db.ignore_libpq_env, db.retry.max_attempts) == (7, True, 4)
     assert db.server_settings == {"work_mem": "64MB"} and db.search_path == ["a", "b"]
     assert len(db.replicas) == 2 and db.leak_threshold is None
     assert db.timeout == PROFILES["test"]["timeout"]
@@ -410,3 +410,28 @@ def test_all_problems_listed_one_per_line() -> None:
     assert len(lines) == 3
     assert {line.split(":")[0] for line in lines} == {"max_size", "timeout", "sslmode"}
     assert info.value.field in {"max_size", "timeout", "sslmode"}
+
+
+def test_pgbouncer_refuses_session_settings_it_cannot_carry() -> None:
+    """With pgbouncer=True, a session setting needing `options` is a ConfigError
+    naming it; application_name (tracked by PgBouncer) is fine."""
+    with pytest.raises(ConfigError) as info:
+        DatabaseSettings(url="host=h dbname=d user=u", pgbouncer=True, statement_timeout=5)
+    assert info.value.field == "statement_timeout"
+    assert "ALTER ROLE" in str(info.value)
+    params = DatabaseSettings(
+        url="host=h dbname=d user=u", pgbouncer=True, application_name="app"
+    ).conninfo_params()
+    assert "options" not in params and params["application_name"] == "app"
+
+
+def test_profiles_leave_pgbouncer_databases_without_session_settings() -> None:
+    """A profile's session-setting defaults are not forced on a PgBouncer database."""
+    settings = load_settings(
+        None,
+        env={},
+        dotenv=None,
+        profile="test",
+        databases={"a": {"url": "host=h dbname=d user=u", "pgbouncer": True}},
+    )
+    assert "options" not in settings.databases["a"].conninfo_params()

@@ -333,6 +333,17 @@ class DatabaseSettings(_Strict):
             raise ConfigError("reconnect_timeout", f"must be >= connect_timeout ({connect})")
         if not 13 <= self.minimum_version <= 99:
             raise ConfigError("minimum_version", "must be a PostgreSQL major version, 13 or newer")
+        if self.pgbouncer and "options" in params:
+            # PgBouncer refuses the ``options`` startup parameter (before 1.20)
+            # or cannot keep it per client in transaction mode: the settings
+            # would be rejected, or silently lost between transactions.
+            name = self.session_settings()[0][0] if self.session_settings() else "options"
+            raise ConfigError(
+                name,
+                "cannot travel through PgBouncer as a startup parameter; set it on the "
+                f"role or database instead (ALTER ROLE ... SET {name} = ...), or with "
+                "SET LOCAL inside transactions",
+            )
         self._check_topology(params)
         return self
 

@@ -327,6 +327,19 @@ class HarborSettings(BaseSettings):
         return self.masked()
 
 
+_SESSION_SETTINGS = frozenset(
+    {
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "search_path",
+        "timezone",
+        "default_transaction_isolation",
+        "server_settings",
+    }
+)
+
+
 def _with_profile(raw: Any, profile: Mapping[str, Any]) -> Any:
     """``raw`` database settings plus the profile's defaults for what is unset."""
     if not isinstance(raw, Mapping) or not profile:
@@ -334,6 +347,10 @@ def _with_profile(raw: Any, profile: Mapping[str, Any]) -> Any:
     out = dict(raw)
     sizes = ("min_size", "max_size")
     for key, value in profile.items():
+        if key in _SESSION_SETTINGS and raw.get("pgbouncer"):
+            # PgBouncer cannot carry session settings (see DatabaseSettings):
+            # a profile's defaults are left out rather than failing.
+            continue
         if key in sizes:
             if not any(k in raw for k in sizes):
                 out[key] = value

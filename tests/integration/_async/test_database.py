@@ -4,6 +4,7 @@ generated sync tests for Database and DatabaseManager)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -221,6 +222,39 @@ async def test_old_server_refused(make_db: DbFactory, pg_server: PostgresServer)
     db = make_db(minimum_version=pg_server.version.major + 1)
     with pytest.raises(UnsupportedServerVersion):
         await db.open(timeout=10)
+
+
+async def test_from_env_and_from_config(
+    pg_database: TempDatabase, app_name: str, driver: str, tmp_path: Path
+) -> None:
+    """Databases and managers build from the environment and from a TOML file."""
+    env = {
+        "PGHARBOR_MAIN__URL": pg_database.url(),
+        "PGHARBOR_MAIN__APPLICATION_NAME": app_name,
+        "PGHARBOR_MAIN__DRIVER": driver,
+        "PGHARBOR_MAIN__MIN_SIZE": "1",
+    }
+    async with AsyncDatabase.from_env("main", env=env) as db:
+        assert await db.fetchval("SELECT current_database()") == pg_database.name
+    config = tmp_path / "pgharbor.toml"
+    config.write_text(
+        f"""
+[databases.source]
+url = "{pg_database.url()}"
+application_name = "{app_name}"
+driver = "{driver}"
+min_size = 1
+
+[databases.target]
+url = "{pg_database.url()}"
+application_name = "{app_name}"
+driver = "{driver}"
+min_size = 1
+"""
+    )
+    async with AsyncDatabaseManager.from_config(str(config), dotenv=None, env={}) as mgr:
+        assert sorted(mgr) == ["source", "target"]
+        assert await mgr["target"].fetchval("SELECT 1") == 1
 
 
 async def test_manager_opens_side_by_side_and_isolates_failures(

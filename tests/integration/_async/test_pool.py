@@ -455,6 +455,25 @@ async def test_callable_conninfo_and_callbacks(
     assert len(resets) == 1
 
 
+async def test_callable_password_and_version_logged_once(
+    make_pool: PoolFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The password may be a (sync or async) callable, called per attempt; the
+    server version is logged once per pool, not once per connection."""
+    calls: list[int] = []
+
+    async def password() -> str:
+        calls.append(1)
+        return "unused-with-trust"
+
+    with caplog.at_level(logging.INFO, logger="pgharbor.pool"):
+        pool = make_pool(min_size=3, max_size=3, password=password)
+        await pool.open()
+    assert len(calls) == 3
+    logged = [r for r in caplog.records if "connected to PostgreSQL" in r.getMessage()]
+    assert len(logged) == 1
+
+
 async def test_failing_configure_is_a_failed_connect(make_pool: PoolFactory) -> None:
     """A configure callback that raises counts as a failed attempt; the pool survives."""
     attempts: list[int] = []
