@@ -156,8 +156,8 @@ def test_waiters_get_returned_connections_fifo() -> None:
     lent = state.checkout(0.0)
     assert lent is not None
     w1, w2 = Waiting("w1"), Waiting("w2")
-    state.enqueue(w1)
-    state.enqueue(w2)
+    state.enqueue(w1, 0.0)
+    state.enqueue(w2, 0.0)
     io = state.checkin(lent, 0.1, healthy=True)
     assert io is not None and io.handoff == [(w1, lent)]
     assert list(state.waiters) == [w2]
@@ -167,9 +167,9 @@ def test_waiters_get_returned_connections_fifo() -> None:
 def test_max_waiting_rejects_at_once() -> None:
     """Beyond max_waiting, enqueue raises TooManyRequests naming the limit."""
     state = make(max_waiting=1)
-    state.enqueue(Waiting())
+    state.enqueue(Waiting(), 0.0)
     with pytest.raises(TooManyRequests, match="max_waiting=1"):
-        state.enqueue(Waiting())
+        state.enqueue(Waiting(), 0.0)
     assert state.stats()["rejected"] == 1
 
 
@@ -180,7 +180,7 @@ def test_dequeue_after_handoff_reports_it() -> None:
     lent = state.checkout(0.0)
     assert lent is not None
     w1 = Waiting()
-    state.enqueue(w1)
+    state.enqueue(w1, 0.0)
     state.checkin(lent, 0.1, healthy=True)
     assert state.dequeue(w1, timed_out=True) is False
     assert state.stats()["timeouts"] == 0
@@ -192,7 +192,7 @@ def test_growth_beyond_min_is_one_at_a_time() -> None:
     fill(state)
     assert state.checkout(0.0) is not None
     for i in range(20):
-        state.enqueue(Waiting(f"w{i}"))
+        state.enqueue(Waiting(f"w{i}"), 0.0)
     assert state.plan_connects(0.0) == (1, None)
     assert state.plan_connects(0.0) == (0, None)
     io = state.connected(Conn(), 0.15)
@@ -281,7 +281,7 @@ def test_close_fails_waiters_and_closes_idle() -> None:
     after = state.checkin(lent, 1.0, healthy=True)
     assert after is not None and after.close == [lent]
     with pytest.raises(PoolClosed):
-        state.enqueue(Waiting())
+        state.enqueue(Waiting(), 0.0)
     assert state.plan_connects(1.0) == (0, None)
 
 
@@ -315,7 +315,7 @@ def test_stats_counts_waits_and_usage() -> None:
     slot = state.checkout(0.0)
     assert slot is not None
     waiter = Waiting(since=0.25)
-    state.enqueue(waiter)
+    state.enqueue(waiter, 0.0)
     io = state.checkin(slot, 0.75, healthy=True)
     assert io is not None and io.handoff == [(waiter, slot)]
     state.checkin(slot, 1.0, healthy=True)
@@ -390,7 +390,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.n += 1
         waiter = Waiting(f"w{self.n}", self.now)
         try:
-            self.apply(self.state.enqueue(waiter))
+            self.apply(self.state.enqueue(waiter, self.now))
         except TooManyRequests:
             return None
         self.waiting.append(waiter)

@@ -43,6 +43,7 @@ from .._acompat import (
 )
 from .._conninfo import describe, parse_conninfo, redact, secrets_of, with_defaults
 from .._policy.backoff import Backoff
+from .._policy.breaker import Breaker, BreakerOptions
 from .._policy.options import PoolOptions
 from .._policy.pool import CHECK, DISCARD, OK, Io, PoolState, Slot
 from .._policy.sqlstate import connect_failure_reason, sqlstate_of
@@ -80,7 +81,10 @@ class AsyncPool:
     returns one at every connection attempt, for credential rotation; so may
     ``password`` be. Connections are in autocommit mode: transactions are
     explicit. Settings are described in :class:`pgharbor.PoolOptions`; every
-    time is in seconds. Invalid settings raise `ConfigError` here, at once.
+    time is in seconds. ``breaker=True`` (or a `BreakerOptions`) adds a
+    circuit breaker: after repeated connect failures, callers fail fast with
+    `CircuitOpen` and no connection is attempted until a probe is due.
+    Invalid settings raise `ConfigError` here, at once.
 
     Use it as a context manager, or call `open` and `close`::
 
@@ -116,6 +120,7 @@ class AsyncPool:
         reconnect_failed: Callback | None = None,
         prepared_statements: bool = True,
         minimum_version: int | None = None,
+        breaker: BreakerOptions | bool | None = None,
     ) -> None:
         if max_size is None:
             max_size = max(min_size, 5) if isinstance(min_size, int) else 5
@@ -170,7 +175,14 @@ class AsyncPool:
         self._configure = configure
         self._reset = reset
         self._reconnect_failed = reconnect_failed
-        self._state = PoolState(self.options)
+        if breaker is True:
+            breaker = BreakerOptions()
+        elif (
+            breaker is not None and breaker is not False and not isinstance(breaker, BreakerOptions)
+        ):
+            raise ConfigError("breaker", "must be True, False, None or a BreakerOptions")
+        self._breaker_options = breaker or None
+        self._state = self._new_state()
         self._lock = ALock()
         self._wakeup = AEvent()  # maintenance: there is work to plan
         self._deadlines = ADeadlines()  # expires waiters (one timer, not one each)
@@ -293,6 +305,10 @@ class AsyncPool:
         Raises:
             PoolTimeout: no connection within the timeout.
             TooManyRequests: ``max_waiting`` callers are already queued.
+            CircuitOpen: the breaker (``breaker=``) is open and no connection
+                is open: failing fast, with ``retry_after``.
+            ConnectionFailed: connecting fails in a way retrying cannot fix
+                (authentication, missing database) and no connection is open.
             PoolClosed: the pool is closed, or closes while waiting.
         """
         return _ConnectionContext(self, timeout)
@@ -463,7 +479,7 @@ class AsyncPool:
             raise PoolClosed(f"pool {self.name!r} is {'closed' if self._opened else 'not open'}")
         waiter = AWaiter(monotonic())
         with self._lock:
-            io = self._state.enqueue(waiter)
+            io = self._state.enqueue(waiter, waiter.since)
         if io is not None:
             self._wakeup.set()
         try:
@@ -639,6 +655,11 @@ class AsyncPool:
     def _safe(self, exc: BaseException) -> str:
         return redact(f"{type(exc).__name__}: {exc}", self._secrets)
 
+    def _new_state(self) -> PoolState:
+        options = self._breaker_options
+        breaker = Breaker(options) if options is not None else None
+        return PoolState(self.options, breaker=breaker, name=self.name)
+
     def _check_version(self, conn: Any) -> None:
         """Refuse servers older than ``minimum_version``; log each new version once."""
         version = ServerVersion.from_num(self._driver.server_version(conn))
@@ -697,7 +718,7 @@ class AsyncPool:
         """In a child process: forget the parent's connections without touching
         their sockets (closing them would end the parent's sessions)."""
         _orphans.extend(s.conn for s in self._state.slots.values())
-        self._state = PoolState(self.options)
+        self._state = self._new_state()
         self._tasks = set()
         self._pid = os.getpid()
         self._forked = False

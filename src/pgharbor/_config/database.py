@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic import model_validator as _model_validator
 
 from .._conninfo import parse_conninfo, redact, secrets_of
+from .._policy.breaker import BreakerOptions
 from .._policy.options import PoolOptions
 from ..errors import ConfigError
 from .problems import to_config_error
@@ -144,7 +145,7 @@ class BreakerSettings(_Strict):
         def __init__(self, /, **data: Any) -> None: ...
 
     failure_threshold: Count = 5
-    reset_timeout: Seconds = 30.0
+    reset_timeout: Seconds = 5.0
     half_open_max: Count = 1
 
     @_model_validator(mode="after")
@@ -522,6 +523,12 @@ class DatabaseSettings(_Strict):
             "connect_timeout": options.connect_timeout,
             "reconnect_timeout": options.reconnect_timeout,
             "prepared_statements": not self.pgbouncer,
+            # A database's pools get a breaker (a bare Pool has none unless asked).
+            "breaker": BreakerOptions(
+                failure_threshold=self.breaker.failure_threshold,
+                reset_timeout=self.breaker.reset_timeout,
+                half_open_max=self.breaker.half_open_max,
+            ),
         }
         if password is not None:
             kwargs["password"] = password

@@ -31,7 +31,8 @@ import random
 from collections import deque
 from typing import Any, Final
 
-from ..errors import PoolClosed, TooManyRequests
+from ..errors import CircuitOpen, PoolClosed, TooManyRequests
+from .breaker import Breaker
 from .options import PoolOptions
 
 __all__ = ["CHECK", "DISCARD", "OK", "Io", "PoolState", "Slot"]
@@ -155,8 +156,17 @@ class PoolState:
     connection is available.
     """
 
-    def __init__(self, options: PoolOptions, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        options: PoolOptions,
+        rng: random.Random | None = None,
+        *,
+        breaker: Breaker | None = None,
+        name: str = "pool",
+    ) -> None:
         self.options = options
+        self.name = name
+        self.breaker = breaker
         self._max_uses = options.max_uses or _UNLIMITED
         self._rng = rng or random.Random()
         self.idle: deque[Slot] = deque()  # right end = most recently returned (LIFO)
@@ -295,20 +305,25 @@ class PoolState:
 
     # -- waiting -------------------------------------------------------------
 
-    def enqueue(self, waiter: Any) -> Io | None:
+    def enqueue(self, waiter: Any, now: float) -> Io | None:
         """Queue a caller that found no idle connection.
 
         Raises:
             PoolClosed: the pool is closed.
             TooManyRequests: ``max_waiting`` callers are already queued.
+            CircuitOpen: the breaker is open and the pool has no connection
+                that could come back.
         """
         if self.closed:
-            raise PoolClosed("the pool is closed")
+            raise PoolClosed(f"pool {self.name!r} is closed")
+        if self.breaker is not None and not self.slots and self.breaker.rejects(now):
+            raise self._circuit_open(now)
         max_waiting = self.options.max_waiting
         if max_waiting and len(self.waiters) >= max_waiting:
             self.n_rejected += 1
             raise TooManyRequests(
-                f"{len(self.waiters)} requests already waiting (max_waiting={max_waiting})"
+                f"pool {self.name!r}: {len(self.waiters)} requests already waiting "
+                f"(max_waiting={max_waiting})"
             )
         self.waiters.append(waiter)
         if self._wanted():
@@ -378,6 +393,16 @@ class PoolState:
             return 0, None
         if self.failures and now < self.next_attempt_at:
             return 0, self.next_attempt_at
+        breaker = self.breaker
+        if breaker is not None:
+            if breaker.rejects(now):
+                return 0, breaker.open_until  # no TCP attempt while open
+            allowed = 0
+            while allowed < want and breaker.allow(now):
+                allowed += 1
+            want = allowed  # half-open: the probe; its outcome wakes us
+            if not want:
+                return 0, None
         self.connecting += want
         return want, None
 
@@ -387,6 +412,8 @@ class PoolState:
         self.failures = 0
         self.failing_since = None
         self.reconnect_failed_fired = False
+        if self.breaker is not None:
+            self.breaker.succeeded(now)
         self.n_created += 1
         self._next_id += 1
         opts = self.options
@@ -423,12 +450,33 @@ class PoolState:
         no connection at all, its waiters are failed with ``error`` at once
         instead of waiting out their timeout. Attempts continue, with backoff.
         """
-        if fatal and not self.slots:
-            io = self._connect_failed(error, now)
-            while self.waiters:
-                io.to_fail(self.waiters.popleft(), error)
-            return io
-        return self._connect_failed(error, now)
+        io = self._connect_failed(error, now)
+        if self.breaker is not None:
+            self.breaker.failed(now)
+        if not self.slots:
+            # Nothing can come back to the waiters: tell them now.
+            if fatal:
+                reason: BaseException | None = error
+            elif self.breaker is not None and self.breaker.rejects(now):
+                reason = self._circuit_open(now)
+            else:
+                reason = None
+            if reason is not None:
+                while self.waiters:
+                    io.to_fail(self.waiters.popleft(), reason)
+        return io
+
+    def _circuit_open(self, now: float) -> CircuitOpen:
+        assert self.breaker is not None
+        retry_after = self.breaker.retry_after(now)
+        error = CircuitOpen(
+            f"pool {self.name!r}: circuit open after {self.breaker.failures} failed "
+            f"connection attempts; next attempt in {retry_after:.1f} s"
+            + (f"; last error: {self.last_error}" if self.last_error else ""),
+            retry_after,
+        )
+        error.__cause__ = self.last_error
+        return error
 
     def _connect_failed(self, error: BaseException, now: float) -> Io:
         self.connecting -= 1
@@ -596,6 +644,8 @@ class PoolState:
             "checks": self.n_checks,
             "checks_failed": self.n_checks_failed,
             "leaks": self.n_leaks,
+            "breaker_open": int(self.breaker is not None and self.breaker.state != "closed"),
+            "breaker_opened": self.breaker.times_opened if self.breaker is not None else 0,
         }
 
     def check_invariants(self) -> None:

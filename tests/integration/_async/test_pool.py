@@ -13,7 +13,10 @@ import pytest
 
 from pgharbor._acompat import ajoin, asleep, aspawn
 from pgharbor._async.pool import AsyncPool
+from pgharbor._policy.backoff import Backoff
+from pgharbor._policy.breaker import BreakerOptions
 from pgharbor.errors import (
+    CircuitOpen,
     ConfigError,
     ConnectionFailed,
     PoolClosed,
@@ -290,6 +293,41 @@ async def test_idle_connections_get_keepalive_pings(
         await asleep(0.05)
     assert pool.stats()["connections_lost"] == 2
     await pool.wait(timeout=5.0)
+    async with pool.connection() as conn:
+        assert await query(conn, "SELECT 1") == [(1,)]
+
+
+@pytest.mark.timing
+async def test_circuit_breaker_fails_fast_and_probes_once(
+    make_pool: PoolFactory, chaos_proxy: ChaosProxy
+) -> None:
+    """Open breaker: CircuitOpen in milliseconds and no TCP attempt (counted at
+    the proxy); after reset_timeout exactly one probe; healed, it closes."""
+    chaos_proxy.close_after(0)  # accept, then hang up: each attempt fails fast
+    pool = make_pool(
+        proxied(chaos_proxy),
+        min_size=1,
+        breaker=BreakerOptions(failure_threshold=2, reset_timeout=1.0),
+        backoff=Backoff(initial=0.05, jitter=0.0),
+    )
+    await pool.open(wait=False)
+    deadline = monotonic() + 5.0
+    while not pool.stats()["breaker_open"] and monotonic() < deadline:
+        await asleep(0.01)
+    assert pool.stats()["breaker_open"] == 1
+    opened = chaos_proxy.connections_opened
+    start = monotonic()
+    with pytest.raises(CircuitOpen) as info:
+        await pool.acquire(timeout=10.0)
+    assert monotonic() - start < 0.05
+    assert 0 < info.value.retry_after <= 1.0
+    await asleep(0.5)
+    assert chaos_proxy.connections_opened == opened  # nothing tried while open
+    await asleep(0.8)  # past reset_timeout: one probe, which fails again
+    assert chaos_proxy.connections_opened == opened + 1
+    chaos_proxy.heal()
+    await pool.wait(timeout=5.0)
+    assert pool.stats()["breaker_open"] == 0
     async with pool.connection() as conn:
         assert await query(conn, "SELECT 1") == [(1,)]
 

@@ -279,5 +279,7 @@ def test_manager_opens_side_by_side_and_isolates_failures(
     by_name = {d.name: d for d in report.databases}
     assert by_name["source"].ok and by_name["source"].reachable
     assert not by_name["target"].ok and not report.ok
+    # Each database has its own breaker: the failing one never trips the other.
+    assert mgr["source"].stats()["breaker_open"] == 0
     chaos_proxy.heal()
     mgr.close()

@@ -15,7 +15,10 @@ import pytest
 
 from pgharbor._acompat import join, sleep, spawn
 from pgharbor._sync.pool import Pool
+from pgharbor._policy.backoff import Backoff
+from pgharbor._policy.breaker import BreakerOptions
 from pgharbor.errors import (
+    CircuitOpen,
     ConfigError,
     ConnectionFailed,
     PoolClosed,
@@ -292,6 +295,41 @@ def test_idle_connections_get_keepalive_pings(
         sleep(0.05)
     assert pool.stats()["connections_lost"] == 2
     pool.wait(timeout=5.0)
+    with pool.connection() as conn:
+        assert query(conn, "SELECT 1") == [(1,)]
+
+
+@pytest.mark.timing
+def test_circuit_breaker_fails_fast_and_probes_once(
+    make_pool: PoolFactory, chaos_proxy: ChaosProxy
+) -> None:
+    """Open breaker: CircuitOpen in milliseconds and no TCP attempt (counted at
+    the proxy); after reset_timeout exactly one probe; healed, it closes."""
+    chaos_proxy.close_after(0)  # accept, then hang up: each attempt fails fast
+    pool = make_pool(
+        proxied(chaos_proxy),
+        min_size=1,
+        breaker=BreakerOptions(failure_threshold=2, reset_timeout=1.0),
+        backoff=Backoff(initial=0.05, jitter=0.0),
+    )
+    pool.open(wait=False)
+    deadline = monotonic() + 5.0
+    while not pool.stats()["breaker_open"] and monotonic() < deadline:
+        sleep(0.01)
+    assert pool.stats()["breaker_open"] == 1
+    opened = chaos_proxy.connections_opened
+    start = monotonic()
+    with pytest.raises(CircuitOpen) as info:
+        pool.acquire(timeout=10.0)
+    assert monotonic() - start < 0.05
+    assert 0 < info.value.retry_after <= 1.0
+    sleep(0.5)
+    assert chaos_proxy.connections_opened == opened  # nothing tried while open
+    sleep(0.8)  # past reset_timeout: one probe, which fails again
+    assert chaos_proxy.connections_opened == opened + 1
+    chaos_proxy.heal()
+    pool.wait(timeout=5.0)
+    assert pool.stats()["breaker_open"] == 0
     with pool.connection() as conn:
         assert query(conn, "SELECT 1") == [(1,)]
 
