@@ -73,6 +73,7 @@ RULES: list[Rule] = [
     Rule("@pytest.mark.asyncio", "", optional=True),
     # pgharbor's own names (optional until the code using them exists).
     Rule("AsyncDatabaseManager", "DatabaseManager", optional=True),
+    Rule("AsyncTopology", "Topology", optional=True),
     Rule("AsyncDatabase", "Database", optional=True),
     Rule("AsyncPool", "Pool", optional=True),
     Rule("AsyncTransaction", "Transaction", optional=True),

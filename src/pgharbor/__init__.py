@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from pgharbor._async.manager import AsyncDatabaseManager
     from pgharbor._async.pool import AsyncPool
     from pgharbor._policy.backoff import Backoff
+    from pgharbor._policy.breaker import BreakerOptions
     from pgharbor._policy.options import PoolOptions
+    from pgharbor._policy.retry import RetryPolicy
     from pgharbor._sync.database import Database, Transaction
     from pgharbor._sync.manager import DatabaseManager
     from pgharbor._sync.pool import Pool
@@ -48,6 +50,7 @@ __all__ = [
     "AsyncTransaction",
     "AuthenticationFailed",
     "Backoff",
+    "BreakerOptions",
     "CheckReport",
     "CircuitOpen",
     "CommitOutcomeUnknown",
@@ -67,6 +70,7 @@ __all__ = [
     "PoolError",
     "PoolOptions",
     "PoolTimeout",
+    "RetryPolicy",
     "Row",
     "ServerVersion",
     "TooManyRequests",
@@ -95,6 +99,7 @@ _HOMES = {
     "load_settings": "pgharbor.config",
     "AuthenticationFailed": _ERRORS,
     "Backoff": "pgharbor._policy.backoff",
+    "BreakerOptions": "pgharbor._policy.breaker",
     "CircuitOpen": _ERRORS,
     "CommitOutcomeUnknown": _ERRORS,
     "ConfigError": _ERRORS,
@@ -107,6 +112,7 @@ _HOMES = {
     "PoolError": _ERRORS,
     "PoolOptions": "pgharbor._policy.options",
     "PoolTimeout": _ERRORS,
+    "RetryPolicy": "pgharbor._policy.retry",
     "TooManyRequests": _ERRORS,
     "UnsupportedServerVersion": _ERRORS,
 }

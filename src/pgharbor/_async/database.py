@@ -9,15 +9,17 @@ that also answer ``row["column"]``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from time import monotonic
 from types import TracebackType
 from typing import Any, TypeVar
 
 from .._acompat import AOp, AStrFactory, aensure, asleep
-from .._policy.backoff import Backoff
-from .._policy.sqlstate import is_retryable_transaction, sqlstate_of, statement_did_not_run
+from .._policy.retry import RetryPolicy
+from .._policy.sqlstate import sqlstate_of
 from ..config import DatabaseSettings
 from ..drivers import get_async_queries
 from ..drivers.base import ConnStatus
@@ -31,7 +33,7 @@ from ..privileges import (
     require,
     schema_diff_requirements,
 )
-from ..version import MINIMUM_SUPPORTED, ServerVersion
+from ..version import ServerVersion
 from .pool import AsyncPool
 
 __all__ = ["AsyncDatabase", "AsyncTransaction"]
@@ -86,11 +88,14 @@ class AsyncDatabase:
         extra = {k: options.pop(k) for k in list(options) if k not in known}
         if callable(options.get("password")):
             extra["password"] = options.pop("password")
+        policy = options.pop("retry") if isinstance(options.get("retry"), RetryPolicy) else None
         if callable(conninfo):
             # Credential rotation: the endpoint is only known per attempt.
-            values = DatabaseSettings(**options).pool_kwargs(name)
+            fixed = DatabaseSettings(**options)
+            values = fixed.pool_kwargs(name)
             values["conninfo"] = conninfo
-            minimum = options.get("minimum_version", MINIMUM_SUPPORTED)
+            minimum = fixed.minimum_version
+            policy = policy or fixed.retry_policy()
         else:
             if settings is None:
                 settings = DatabaseSettings(url=conninfo or None, **options)
@@ -98,9 +103,12 @@ class AsyncDatabase:
                 raise ConfigError("settings", "give either settings= or a conninfo and settings")
             values = settings.pool_kwargs(name)
             minimum = settings.minimum_version
+            policy = policy or settings.retry_policy()
         values.update(extra)
         values.setdefault("minimum_version", minimum)
         self.settings = settings
+        #: When statements and transactions are tried again (see `RetryPolicy`).
+        self.retry: RetryPolicy = policy
         self.pool = AsyncPool(**values)
         self.name = self.pool.name
         self.driver: str = values["driver"]
@@ -158,7 +166,12 @@ class AsyncDatabase:
     # -- queries -------------------------------------------------------------
 
     async def fetch(
-        self, query: str, params: Any = None, *, timeout: float | None = None
+        self,
+        query: str,
+        params: Any = None,
+        *,
+        timeout: float | None = None,
+        idempotent: bool = False,
     ) -> list[Row]:
         """All rows of ``query``. ``timeout`` bounds the statement (seconds).
 
@@ -166,23 +179,40 @@ class AsyncDatabase:
             TimeoutError: the statement ran longer than ``timeout`` (cancelled).
             PoolTimeout: no connection within the pool's timeout.
         """
-        return await self._once(self._q.fetch, query, params, timeout)
+        return await self._once(self._q.fetch, query, params, timeout, idempotent)
 
     async def fetchrow(
-        self, query: str, params: Any = None, *, timeout: float | None = None
+        self,
+        query: str,
+        params: Any = None,
+        *,
+        timeout: float | None = None,
+        idempotent: bool = False,
     ) -> Row | None:
         """The first row of ``query``, or None."""
-        return await self._once(self._q.fetchrow, query, params, timeout)
+        return await self._once(self._q.fetchrow, query, params, timeout, idempotent)
 
     async def fetchval(
-        self, query: str, params: Any = None, *, timeout: float | None = None
+        self,
+        query: str,
+        params: Any = None,
+        *,
+        timeout: float | None = None,
+        idempotent: bool = False,
     ) -> Any:
         """The first column of the first row of ``query``, or None."""
-        return await self._once(self._q.fetchval, query, params, timeout)
+        return await self._once(self._q.fetchval, query, params, timeout, idempotent)
 
-    async def execute(self, query: str, params: Any = None, *, timeout: float | None = None) -> int:
+    async def execute(
+        self,
+        query: str,
+        params: Any = None,
+        *,
+        timeout: float | None = None,
+        idempotent: bool = False,
+    ) -> int:
         """Run a statement (autocommit); the number of rows affected."""
-        return await self._once(self._q.execute, query, params, timeout)
+        return await self._once(self._q.execute, query, params, timeout, idempotent)
 
     async def executemany(
         self, query: str, params_seq: Iterable[Any], *, timeout: float | None = None
@@ -204,27 +234,41 @@ class AsyncDatabase:
         async with self.pool.connection() as conn:
             return await self._q.copy_records(conn, table, records, columns, schema, timeout)
 
-    async def _once(self, op: AOp[T], query: str, params: Any, timeout: float | None) -> T:
-        """Run one statement on a lent connection.
-
-        If the server refused it because it had already ended the session (a
-        restart, a terminated backend, an idle timeout), it did not run: it is
-        sent once more on another connection. The pool has meanwhile discarded
-        the dead one and marked its older siblings for a check.
-        """
-        try:
-            async with self.pool.connection() as conn:
-                return await op(conn, query, params, timeout)
-        except Exception as exc:
-            if not statement_did_not_run(exc):
-                raise
-            logger.info(
-                "database %r: session ended before the statement ran (%s); retrying once",
-                self.name,
-                sqlstate_of(exc) or type(exc).__name__,
-            )
-        async with self.pool.connection() as conn:
-            return await op(conn, query, params, timeout)
+    async def _once(
+        self, op: AOp[T], query: str, params: Any, timeout: float | None, idempotent: bool
+    ) -> T:
+        """Run one statement on a lent connection, trying again as the retry
+        policy allows (`pgharbor.RetryPolicy.statement`): a statement the server
+        refused because it had already ended the session (a restart, a
+        terminated backend) did not run and is resent at once on another
+        connection; one whose connection was lost is tried again only when
+        ``idempotent``. The pool has meanwhile discarded the dead connection
+        and marked its older siblings for a check."""
+        attempt = 1
+        first_failure: float | None = None
+        while True:
+            try:
+                async with self.pool.connection() as conn:
+                    return await op(conn, query, params, timeout)
+            except Exception as exc:
+                now = monotonic()
+                if first_failure is None:
+                    first_failure = now
+                delay = self.retry.statement(
+                    attempt, now - first_failure, exc, idempotent=idempotent, rand=random.random()
+                )
+                if delay is None:
+                    raise
+                logger.info(
+                    "database %r: statement failed (%s); attempt %d in %.3f s",
+                    self.name,
+                    sqlstate_of(exc) or type(exc).__name__,
+                    attempt + 1,
+                    delay,
+                )
+            if delay:
+                await asleep(delay)
+            attempt += 1
 
     # -- transactions ----------------------------------------------------------
 
@@ -249,43 +293,43 @@ class AsyncDatabase:
         self,
         fn: Callable[[AsyncTransaction], Any],
         *,
-        retries: int = 3,
+        retries: int | None = None,
         isolation: Isolation | str | None = None,
         read_only: bool = False,
-        backoff: Backoff | None = None,
     ) -> Any:
-        """Run ``fn(tx)`` in a transaction, re-running the whole transaction on
-        a serialization failure (40001) or deadlock (40P01), up to ``retries``
-        more times, with backoff. Returns what ``fn`` returns.
+        """Run ``fn(tx)`` in a transaction and return what it returns,
+        re-running the *whole* transaction on a serialization failure (40001)
+        or a deadlock (40P01) with backoff, as the retry policy allows
+        (``retries`` overrides its number of retries).
 
         ``fn`` must be safe to run again: nothing outside the transaction
         should depend on a failed attempt. `CommitOutcomeUnknown` is never
         retried.
         """
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ConfigError("retries", "must be an integer >= 0")
-        backoff = backoff or Backoff(initial=0.05, max_delay=2.0, jitter=0.5)
-        rng = random.Random()
-        attempt = 0
+        policy = self.retry
+        if retries is not None:
+            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+                raise ConfigError("retries", "must be an integer >= 0")
+            policy = dataclasses.replace(policy, max_attempts=retries + 1)
+        attempt = 1
+        started = monotonic()
         while True:
             try:
                 async with self.transaction(isolation, read_only=read_only) as tx:
                     return await aensure(fn, tx)
-            except CommitOutcomeUnknown:
-                raise
             except Exception as exc:
-                if attempt >= retries or not is_retryable_transaction(sqlstate_of(exc)):
+                delay = policy.transaction(attempt, monotonic() - started, exc, random.random())
+                if delay is None:
                     raise
-                delay = backoff.delay(attempt, rng.random())
-                attempt += 1
                 logger.info(
                     "database %r: transaction attempt %d failed with %s; retrying in %.3f s",
                     self.name,
                     attempt,
-                    sqlstate_of(exc),
+                    sqlstate_of(exc) or type(exc).__name__,
                     delay,
                 )
-                await asleep(delay)
+            await asleep(delay)
+            attempt += 1
 
     # -- server facts -----------------------------------------------------------
 

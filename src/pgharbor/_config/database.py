@@ -20,8 +20,10 @@ from pydantic import (
 from pydantic import model_validator as _model_validator
 
 from .._conninfo import parse_conninfo, redact, secrets_of
+from .._policy.backoff import Backoff
 from .._policy.breaker import BreakerOptions
 from .._policy.options import PoolOptions
+from .._policy.retry import RetryPolicy
 from ..errors import ConfigError
 from .problems import to_config_error
 from .values import (
@@ -493,6 +495,17 @@ class DatabaseSettings(_Strict):
             if "user" in params:
                 params.setdefault("dbname", params["user"])
         return params
+
+    def retry_policy(self) -> RetryPolicy:
+        """The `RetryPolicy` of the ``retry`` section."""
+        r = self.retry
+        backoff = Backoff(
+            initial=max(r.initial_delay, 0.001),
+            multiplier=r.multiplier,
+            max_delay=max(r.max_delay, r.initial_delay, 0.001),
+            jitter=r.jitter,
+        )
+        return RetryPolicy(max_attempts=r.max_attempts, backoff=backoff)
 
     def pool_kwargs(self, name: str | None = None) -> dict[str, Any]:
         """Keyword arguments for `pgharbor.Pool` / `pgharbor.AsyncPool`.

@@ -184,6 +184,21 @@ async def test_restart_between_two_calls_is_invisible(
         assert await db.fetchval("SELECT 4") == 4
 
 
+async def test_idempotent_reads_survive_a_network_reset(
+    make_db: DbFactory, pg_database: TempDatabase, chaos_proxy: ChaosProxy
+) -> None:
+    """After every connection is reset, a call marked idempotent is tried again
+    on a new connection; an unmarked one reports the loss."""
+    target = pg_database.conninfo(host=chaos_proxy.host, port=chaos_proxy.port, sslmode="disable")
+    async with make_db(target, min_size=2, max_size=2, check_window=60.0) as db:
+        assert await db.fetchval("SELECT 1") == 1
+        chaos_proxy.reset_all()
+        with pytest.raises(Exception, match=r"(?i)closed|reset|lost|terminat"):
+            await db.fetchval("SELECT 2")
+        chaos_proxy.reset_all()
+        assert await db.fetchval("SELECT 3", idempotent=True) == 3
+
+
 async def test_session_settings_are_startup_parameters(make_db: DbFactory) -> None:
     """Session settings reach every connection and survive the return path."""
     async with make_db(

@@ -186,6 +186,21 @@ def test_restart_between_two_calls_is_invisible(
         assert db.fetchval("SELECT 4") == 4
 
 
+def test_idempotent_reads_survive_a_network_reset(
+    make_db: DbFactory, pg_database: TempDatabase, chaos_proxy: ChaosProxy
+) -> None:
+    """After every connection is reset, a call marked idempotent is tried again
+    on a new connection; an unmarked one reports the loss."""
+    target = pg_database.conninfo(host=chaos_proxy.host, port=chaos_proxy.port, sslmode="disable")
+    with make_db(target, min_size=2, max_size=2, check_window=60.0) as db:
+        assert db.fetchval("SELECT 1") == 1
+        chaos_proxy.reset_all()
+        with pytest.raises(Exception, match=r"(?i)closed|reset|lost|terminat"):
+            db.fetchval("SELECT 2")
+        chaos_proxy.reset_all()
+        assert db.fetchval("SELECT 3", idempotent=True) == 3
+
+
 def test_session_settings_are_startup_parameters(make_db: DbFactory) -> None:
     """Session settings reach every connection and survive the return path."""
     with make_db(
