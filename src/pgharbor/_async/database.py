@@ -19,12 +19,13 @@ from typing import Any, TypeVar
 
 from .._acompat import AOp, AStrFactory, aensure, asleep
 from .._policy.retry import RetryPolicy
+from .._policy.routing import Route
 from .._policy.sqlstate import sqlstate_of
 from ..config import DatabaseSettings
 from ..drivers import get_async_queries
 from ..drivers.base import ConnStatus
 from ..drivers.query import AsyncQueries, Isolation, Row
-from ..errors import CommitOutcomeUnknown, ConfigError
+from ..errors import CommitOutcomeUnknown, ConfigError, NoAvailableServer
 from ..facts import ServerFacts, read_facts_async, sizing_warnings, to_dollar
 from ..privileges import (
     PrivilegeReport,
@@ -35,6 +36,7 @@ from ..privileges import (
 )
 from ..version import ServerVersion
 from .pool import AsyncPool
+from .topology import AsyncTopology
 
 __all__ = ["AsyncDatabase", "AsyncTransaction"]
 
@@ -109,13 +111,80 @@ class AsyncDatabase:
         self.settings = settings
         #: When statements and transactions are tried again (see `RetryPolicy`).
         self.retry: RetryPolicy = policy
-        self.pool = AsyncPool(**values)
-        self.name = self.pool.name
+        self._reads: Route = settings.reads if settings is not None else "primary"
+        self._topology: AsyncTopology | None = None
+        self._pool: AsyncPool | None = None
+        if settings is not None and (settings.primary is not None or settings.replicas):
+            self._topology = self._make_topology(settings, values, name)
+            self.name = self._topology.name
+        else:
+            self._pool = AsyncPool(**values)
+            self.name = self._pool.name
         self.driver: str = values["driver"]
         self._q: AsyncQueries = get_async_queries(
             self.driver, prepared_statements=values.get("prepared_statements", True)
         )
         self._facts: ServerFacts | None = None
+
+    @staticmethod
+    def _make_topology(
+        settings: DatabaseSettings, values: dict[str, Any], name: str | None
+    ) -> AsyncTopology:
+        """One pool per node — the primary (``primary``, else ``url``) and each
+        replica — with the same settings, and a topology that routes to them."""
+        urls = [settings.primary or settings.url, *settings.replicas]
+        if urls[0] is None:
+            raise ConfigError("primary", "is required with replicas (or give url)")
+        base = name or "db"
+        nodes: dict[str, str] = {}
+        per_node: dict[str, dict[str, Any]] = {}
+        for i, url in enumerate(urls):
+            node = "primary" if i == 0 else f"replica{i}"
+            assert url is not None
+            node_settings = settings.model_copy(
+                update={"url": url, "primary": None, "replicas": []}
+            )
+            kwargs = {**values, **node_settings.pool_kwargs(f"{base}-{node}")}
+            kwargs["name"] = f"{base}-{node}"
+            nodes[node] = kwargs["conninfo"]
+            per_node[node] = kwargs
+        return AsyncTopology(
+            nodes,
+            pool_factory=lambda _conninfo, node: AsyncPool(**per_node[node]),
+            name=base,
+            reads=settings.reads,
+        )
+
+    @property
+    def pool(self) -> AsyncPool:
+        """The pool writes go to: the only one, or the current primary's.
+
+        Raises:
+            NoAvailableServer: with replicas, when no node is primary now.
+        """
+        if self._pool is not None:
+            return self._pool
+        assert self._topology is not None
+        return self._topology.pool_for("primary")
+
+    @property
+    def topology(self) -> AsyncTopology | None:
+        """The nodes and their roles, for a database with replicas; else None."""
+        return self._topology
+
+    def _pool_for(self, route: Route | None) -> AsyncPool:
+        if self._pool is not None:
+            return self._pool
+        assert self._topology is not None
+        return self._topology.pool_for(route or self._reads)
+
+    def _failed(self, pool: AsyncPool, exc: BaseException) -> None:
+        if self._topology is not None:
+            self._topology.note_error(pool, exc)
+
+    def _wrote(self) -> None:
+        if self._topology is not None:
+            self._topology.note_write()
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings, name: str | None = None) -> AsyncDatabase:
@@ -132,7 +201,8 @@ class AsyncDatabase:
         return cls(name=name, settings=DatabaseSettings.from_env(name, env))
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} pool={self.pool!r}>"
+        inner = self._pool if self._pool is not None else self._topology
+        return f"<{type(self).__name__} {self.name!r} {inner!r}>"
 
     async def __aenter__(self) -> AsyncDatabase:
         await self.open()
@@ -149,19 +219,33 @@ class AsyncDatabase:
     async def open(self, wait: bool = True, timeout: float | None = None) -> None:
         """Open the pool (see `AsyncPool.open`); with ``wait=False`` connections
         are opened in the background and the first call waits for one."""
-        await self.pool.open(wait=wait, timeout=timeout)
+        if self._topology is not None:
+            await self._topology.open(wait=wait, timeout=timeout)
+        else:
+            assert self._pool is not None
+            await self._pool.open(wait=wait, timeout=timeout)
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Close the pool (see `AsyncPool.close`)."""
-        await self.pool.close(timeout)
+        """Close the pool(s) (see `AsyncPool.close`)."""
+        if self._topology is not None:
+            await self._topology.close(timeout)
+        else:
+            assert self._pool is not None
+            await self._pool.close(timeout)
 
-    def connection(self, timeout: float | None = None) -> Any:
-        """Lend a native connection for a block (the pool's `connection`)."""
-        return self.pool.connection(timeout)
+    def connection(self, timeout: float | None = None, *, route: Route | None = "primary") -> Any:
+        """Lend a native connection for a block (the pool's `connection`);
+        with replicas, from the node ``route`` chooses."""
+        return self._pool_for(route).connection(timeout)
 
     def stats(self) -> dict[str, int | float]:
-        """The pool's stats."""
-        return self.pool.stats()
+        """The stats of the pool writes go to (see `topology` for every node)."""
+        if self._pool is not None:
+            return self._pool.stats()
+        try:
+            return self.pool.stats()
+        except NoAvailableServer:
+            return {}
 
     # -- queries -------------------------------------------------------------
 
@@ -172,6 +256,7 @@ class AsyncDatabase:
         *,
         timeout: float | None = None,
         idempotent: bool = False,
+        route: Route | None = None,
     ) -> list[Row]:
         """All rows of ``query``. ``timeout`` bounds the statement (seconds).
 
@@ -179,7 +264,7 @@ class AsyncDatabase:
             TimeoutError: the statement ran longer than ``timeout`` (cancelled).
             PoolTimeout: no connection within the pool's timeout.
         """
-        return await self._once(self._q.fetch, query, params, timeout, idempotent)
+        return await self._once(self._q.fetch, query, params, timeout, idempotent, route)
 
     async def fetchrow(
         self,
@@ -188,9 +273,10 @@ class AsyncDatabase:
         *,
         timeout: float | None = None,
         idempotent: bool = False,
+        route: Route | None = None,
     ) -> Row | None:
         """The first row of ``query``, or None."""
-        return await self._once(self._q.fetchrow, query, params, timeout, idempotent)
+        return await self._once(self._q.fetchrow, query, params, timeout, idempotent, route)
 
     async def fetchval(
         self,
@@ -199,9 +285,10 @@ class AsyncDatabase:
         *,
         timeout: float | None = None,
         idempotent: bool = False,
+        route: Route | None = None,
     ) -> Any:
         """The first column of the first row of ``query``, or None."""
-        return await self._once(self._q.fetchval, query, params, timeout, idempotent)
+        return await self._once(self._q.fetchval, query, params, timeout, idempotent, route)
 
     async def execute(
         self,
@@ -212,7 +299,9 @@ class AsyncDatabase:
         idempotent: bool = False,
     ) -> int:
         """Run a statement (autocommit); the number of rows affected."""
-        return await self._once(self._q.execute, query, params, timeout, idempotent)
+        rows = await self._once(self._q.execute, query, params, timeout, idempotent, "primary")
+        self._wrote()
+        return rows
 
     async def executemany(
         self, query: str, params_seq: Iterable[Any], *, timeout: float | None = None
@@ -232,10 +321,18 @@ class AsyncDatabase:
     ) -> int:
         """Bulk-load ``records`` into ``table`` with COPY; rows copied."""
         async with self.pool.connection() as conn:
-            return await self._q.copy_records(conn, table, records, columns, schema, timeout)
+            copied = await self._q.copy_records(conn, table, records, columns, schema, timeout)
+        self._wrote()
+        return copied
 
     async def _once(
-        self, op: AOp[T], query: str, params: Any, timeout: float | None, idempotent: bool
+        self,
+        op: AOp[T],
+        query: str,
+        params: Any,
+        timeout: float | None,
+        idempotent: bool,
+        route: Route | None,
     ) -> T:
         """Run one statement on a lent connection, trying again as the retry
         policy allows (`pgharbor.RetryPolicy.statement`): a statement the server
@@ -247,10 +344,12 @@ class AsyncDatabase:
         attempt = 1
         first_failure: float | None = None
         while True:
+            pool = self._pool_for(route)
             try:
-                async with self.pool.connection() as conn:
+                async with pool.connection() as conn:
                     return await op(conn, query, params, timeout)
             except Exception as exc:
+                self._failed(pool, exc)
                 now = monotonic()
                 if first_failure is None:
                     first_failure = now
@@ -279,6 +378,7 @@ class AsyncDatabase:
         read_only: bool = False,
         deferrable: bool = False,
         timeout: float | None = None,
+        route: Route | None = None,
     ) -> AsyncTransaction:
         """A transaction on one connection: committed when the block ends,
         rolled back if it raises.
@@ -287,7 +387,9 @@ class AsyncDatabase:
             CommitOutcomeUnknown: the connection was lost while COMMIT was in
                 flight; it may or may not have been applied. Never retried.
         """
-        return AsyncTransaction(self, _isolation(isolation), read_only, deferrable, timeout)
+        if route is None:
+            route = "replica" if read_only else "primary"
+        return AsyncTransaction(self, _isolation(isolation), read_only, deferrable, timeout, route)
 
     async def run_transaction(
         self,
@@ -370,7 +472,7 @@ class AsyncDatabase:
         """Run pgharbor's own queries (written with ``%s`` placeholders)."""
         if self.driver == "asyncpg":
             sql = to_dollar(sql)
-        return await self.fetch(sql, params)
+        return await self.fetch(sql, params, route="primary")
 
     async def check_privileges(
         self,
@@ -399,7 +501,16 @@ class AsyncDatabase:
 class AsyncTransaction:
     """A transaction on one pooled connection (see `AsyncDatabase.transaction`)."""
 
-    __slots__ = ("_db", "_deferrable", "_isolation", "_read_only", "_timeout", "conn")
+    __slots__ = (
+        "_db",
+        "_deferrable",
+        "_isolation",
+        "_pool",
+        "_read_only",
+        "_route",
+        "_timeout",
+        "conn",
+    )
 
     def __init__(
         self,
@@ -408,8 +519,11 @@ class AsyncTransaction:
         read_only: bool,
         deferrable: bool,
         timeout: float | None,
+        route: Route,
     ) -> None:
         self._db = db
+        self._route = route
+        self._pool: AsyncPool | None = None
         self._isolation = isolation
         self._read_only = read_only
         self._deferrable = deferrable
@@ -417,7 +531,8 @@ class AsyncTransaction:
         self.conn: Any = None
 
     async def __aenter__(self) -> AsyncTransaction:
-        pool = self._db.pool
+        pool = self._db._pool_for(self._route)
+        self._pool = pool
         conn = await pool.acquire(self._timeout)
         try:
             await self._db._q.begin(conn, self._isolation, self._read_only, self._deferrable)
@@ -434,10 +549,13 @@ class AsyncTransaction:
         tb: TracebackType | None,
     ) -> None:
         conn, self.conn = self.conn, None
-        pool = self._db.pool
+        pool = self._pool
+        assert pool is not None
         q = self._db._q
         try:
             if exc is not None:
+                if isinstance(exc, Exception):
+                    self._db._failed(pool, exc)
                 # The pool's return path also rolls back an open transaction;
                 # doing it here keeps the error the caller sees the original.
                 if pool._driver.status(conn) in (ConnStatus.INTRANS, ConnStatus.INERROR):
@@ -448,7 +566,10 @@ class AsyncTransaction:
                 return
             try:
                 await q.commit(conn)
+                if not self._read_only:
+                    self._db._wrote()
             except Exception as commit_error:
+                self._db._failed(pool, commit_error)
                 if pool._driver.is_error_disconnect(commit_error) or (
                     pool._driver.status(conn) is ConnStatus.BROKEN
                 ):

@@ -21,12 +21,13 @@ from typing import Any, TypeVar
 
 from .._acompat import Op, StrFactory, ensure, sleep
 from .._policy.retry import RetryPolicy
+from .._policy.routing import Route
 from .._policy.sqlstate import sqlstate_of
 from ..config import DatabaseSettings
 from ..drivers import get_queries
 from ..drivers.base import ConnStatus
 from ..drivers.query import Queries, Isolation, Row
-from ..errors import CommitOutcomeUnknown, ConfigError
+from ..errors import CommitOutcomeUnknown, ConfigError, NoAvailableServer
 from ..facts import ServerFacts, read_facts_sync, sizing_warnings, to_dollar
 from ..privileges import (
     PrivilegeReport,
@@ -37,6 +38,7 @@ from ..privileges import (
 )
 from ..version import ServerVersion
 from .pool import Pool
+from .topology import Topology
 
 __all__ = ["Database", "Transaction"]
 
@@ -111,13 +113,80 @@ class Database:
         self.settings = settings
         #: When statements and transactions are tried again (see `RetryPolicy`).
         self.retry: RetryPolicy = policy
-        self.pool = Pool(**values)
-        self.name = self.pool.name
+        self._reads: Route = settings.reads if settings is not None else "primary"
+        self._topology: Topology | None = None
+        self._pool: Pool | None = None
+        if settings is not None and (settings.primary is not None or settings.replicas):
+            self._topology = self._make_topology(settings, values, name)
+            self.name = self._topology.name
+        else:
+            self._pool = Pool(**values)
+            self.name = self._pool.name
         self.driver: str = values["driver"]
         self._q: Queries = get_queries(
             self.driver, prepared_statements=values.get("prepared_statements", True)
         )
         self._facts: ServerFacts | None = None
+
+    @staticmethod
+    def _make_topology(
+        settings: DatabaseSettings, values: dict[str, Any], name: str | None
+    ) -> Topology:
+        """One pool per node — the primary (``primary``, else ``url``) and each
+        replica — with the same settings, and a topology that routes to them."""
+        urls = [settings.primary or settings.url, *settings.replicas]
+        if urls[0] is None:
+            raise ConfigError("primary", "is required with replicas (or give url)")
+        base = name or "db"
+        nodes: dict[str, str] = {}
+        per_node: dict[str, dict[str, Any]] = {}
+        for i, url in enumerate(urls):
+            node = "primary" if i == 0 else f"replica{i}"
+            assert url is not None
+            node_settings = settings.model_copy(
+                update={"url": url, "primary": None, "replicas": []}
+            )
+            kwargs = {**values, **node_settings.pool_kwargs(f"{base}-{node}")}
+            kwargs["name"] = f"{base}-{node}"
+            nodes[node] = kwargs["conninfo"]
+            per_node[node] = kwargs
+        return Topology(
+            nodes,
+            pool_factory=lambda _conninfo, node: Pool(**per_node[node]),
+            name=base,
+            reads=settings.reads,
+        )
+
+    @property
+    def pool(self) -> Pool:
+        """The pool writes go to: the only one, or the current primary's.
+
+        Raises:
+            NoAvailableServer: with replicas, when no node is primary now.
+        """
+        if self._pool is not None:
+            return self._pool
+        assert self._topology is not None
+        return self._topology.pool_for("primary")
+
+    @property
+    def topology(self) -> Topology | None:
+        """The nodes and their roles, for a database with replicas; else None."""
+        return self._topology
+
+    def _pool_for(self, route: Route | None) -> Pool:
+        if self._pool is not None:
+            return self._pool
+        assert self._topology is not None
+        return self._topology.pool_for(route or self._reads)
+
+    def _failed(self, pool: Pool, exc: BaseException) -> None:
+        if self._topology is not None:
+            self._topology.note_error(pool, exc)
+
+    def _wrote(self) -> None:
+        if self._topology is not None:
+            self._topology.note_write()
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings, name: str | None = None) -> Database:
@@ -134,7 +203,8 @@ class Database:
         return cls(name=name, settings=DatabaseSettings.from_env(name, env))
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} pool={self.pool!r}>"
+        inner = self._pool if self._pool is not None else self._topology
+        return f"<{type(self).__name__} {self.name!r} {inner!r}>"
 
     def __enter__(self) -> Database:
         self.open()
@@ -151,19 +221,33 @@ class Database:
     def open(self, wait: bool = True, timeout: float | None = None) -> None:
         """Open the pool (see `Pool.open`); with ``wait=False`` connections
         are opened in the background and the first call waits for one."""
-        self.pool.open(wait=wait, timeout=timeout)
+        if self._topology is not None:
+            self._topology.open(wait=wait, timeout=timeout)
+        else:
+            assert self._pool is not None
+            self._pool.open(wait=wait, timeout=timeout)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Close the pool (see `Pool.close`)."""
-        self.pool.close(timeout)
+        """Close the pool(s) (see `Pool.close`)."""
+        if self._topology is not None:
+            self._topology.close(timeout)
+        else:
+            assert self._pool is not None
+            self._pool.close(timeout)
 
-    def connection(self, timeout: float | None = None) -> Any:
-        """Lend a native connection for a block (the pool's `connection`)."""
-        return self.pool.connection(timeout)
+    def connection(self, timeout: float | None = None, *, route: Route | None = "primary") -> Any:
+        """Lend a native connection for a block (the pool's `connection`);
+        with replicas, from the node ``route`` chooses."""
+        return self._pool_for(route).connection(timeout)
 
     def stats(self) -> dict[str, int | float]:
-        """The pool's stats."""
-        return self.pool.stats()
+        """The stats of the pool writes go to (see `topology` for every node)."""
+        if self._pool is not None:
+            return self._pool.stats()
+        try:
+            return self.pool.stats()
+        except NoAvailableServer:
+            return {}
 
     # -- queries -------------------------------------------------------------
 
@@ -174,6 +258,7 @@ class Database:
         *,
         timeout: float | None = None,
         idempotent: bool = False,
+        route: Route | None = None,
     ) -> list[Row]:
         """All rows of ``query``. ``timeout`` bounds the statement (seconds).
 
@@ -181,7 +266,7 @@ class Database:
             TimeoutError: the statement ran longer than ``timeout`` (cancelled).
             PoolTimeout: no connection within the pool's timeout.
         """
-        return self._once(self._q.fetch, query, params, timeout, idempotent)
+        return self._once(self._q.fetch, query, params, timeout, idempotent, route)
 
     def fetchrow(
         self,
@@ -190,9 +275,10 @@ class Database:
         *,
         timeout: float | None = None,
         idempotent: bool = False,
+        route: Route | None = None,
     ) -> Row | None:
         """The first row of ``query``, or None."""
-        return self._once(self._q.fetchrow, query, params, timeout, idempotent)
+        return self._once(self._q.fetchrow, query, params, timeout, idempotent, route)
 
     def fetchval(
         self,
@@ -201,9 +287,10 @@ class Database:
         *,
         timeout: float | None = None,
         idempotent: bool = False,
+        route: Route | None = None,
     ) -> Any:
         """The first column of the first row of ``query``, or None."""
-        return self._once(self._q.fetchval, query, params, timeout, idempotent)
+        return self._once(self._q.fetchval, query, params, timeout, idempotent, route)
 
     def execute(
         self,
@@ -214,7 +301,9 @@ class Database:
         idempotent: bool = False,
     ) -> int:
         """Run a statement (autocommit); the number of rows affected."""
-        return self._once(self._q.execute, query, params, timeout, idempotent)
+        rows = self._once(self._q.execute, query, params, timeout, idempotent, "primary")
+        self._wrote()
+        return rows
 
     def executemany(
         self, query: str, params_seq: Iterable[Any], *, timeout: float | None = None
@@ -234,10 +323,18 @@ class Database:
     ) -> int:
         """Bulk-load ``records`` into ``table`` with COPY; rows copied."""
         with self.pool.connection() as conn:
-            return self._q.copy_records(conn, table, records, columns, schema, timeout)
+            copied = self._q.copy_records(conn, table, records, columns, schema, timeout)
+        self._wrote()
+        return copied
 
     def _once(
-        self, op: Op[T], query: str, params: Any, timeout: float | None, idempotent: bool
+        self,
+        op: Op[T],
+        query: str,
+        params: Any,
+        timeout: float | None,
+        idempotent: bool,
+        route: Route | None,
     ) -> T:
         """Run one statement on a lent connection, trying again as the retry
         policy allows (`pgharbor.RetryPolicy.statement`): a statement the server
@@ -249,10 +346,12 @@ class Database:
         attempt = 1
         first_failure: float | None = None
         while True:
+            pool = self._pool_for(route)
             try:
-                with self.pool.connection() as conn:
+                with pool.connection() as conn:
                     return op(conn, query, params, timeout)
             except Exception as exc:
+                self._failed(pool, exc)
                 now = monotonic()
                 if first_failure is None:
                     first_failure = now
@@ -281,6 +380,7 @@ class Database:
         read_only: bool = False,
         deferrable: bool = False,
         timeout: float | None = None,
+        route: Route | None = None,
     ) -> Transaction:
         """A transaction on one connection: committed when the block ends,
         rolled back if it raises.
@@ -289,7 +389,9 @@ class Database:
             CommitOutcomeUnknown: the connection was lost while COMMIT was in
                 flight; it may or may not have been applied. Never retried.
         """
-        return Transaction(self, _isolation(isolation), read_only, deferrable, timeout)
+        if route is None:
+            route = "replica" if read_only else "primary"
+        return Transaction(self, _isolation(isolation), read_only, deferrable, timeout, route)
 
     def run_transaction(
         self,
@@ -372,7 +474,7 @@ class Database:
         """Run pgharbor's own queries (written with ``%s`` placeholders)."""
         if self.driver == "asyncpg":
             sql = to_dollar(sql)
-        return self.fetch(sql, params)
+        return self.fetch(sql, params, route="primary")
 
     def check_privileges(
         self,
@@ -401,7 +503,16 @@ class Database:
 class Transaction:
     """A transaction on one pooled connection (see `Database.transaction`)."""
 
-    __slots__ = ("_db", "_deferrable", "_isolation", "_read_only", "_timeout", "conn")
+    __slots__ = (
+        "_db",
+        "_deferrable",
+        "_isolation",
+        "_pool",
+        "_read_only",
+        "_route",
+        "_timeout",
+        "conn",
+    )
 
     def __init__(
         self,
@@ -410,8 +521,11 @@ class Transaction:
         read_only: bool,
         deferrable: bool,
         timeout: float | None,
+        route: Route,
     ) -> None:
         self._db = db
+        self._route = route
+        self._pool: Pool | None = None
         self._isolation = isolation
         self._read_only = read_only
         self._deferrable = deferrable
@@ -419,7 +533,8 @@ class Transaction:
         self.conn: Any = None
 
     def __enter__(self) -> Transaction:
-        pool = self._db.pool
+        pool = self._db._pool_for(self._route)
+        self._pool = pool
         conn = pool.acquire(self._timeout)
         try:
             self._db._q.begin(conn, self._isolation, self._read_only, self._deferrable)
@@ -436,10 +551,13 @@ class Transaction:
         tb: TracebackType | None,
     ) -> None:
         conn, self.conn = self.conn, None
-        pool = self._db.pool
+        pool = self._pool
+        assert pool is not None
         q = self._db._q
         try:
             if exc is not None:
+                if isinstance(exc, Exception):
+                    self._db._failed(pool, exc)
                 # The pool's return path also rolls back an open transaction;
                 # doing it here keeps the error the caller sees the original.
                 if pool._driver.status(conn) in (ConnStatus.INTRANS, ConnStatus.INERROR):
@@ -450,7 +568,10 @@ class Transaction:
                 return
             try:
                 q.commit(conn)
+                if not self._read_only:
+                    self._db._wrote()
             except Exception as commit_error:
+                self._db._failed(pool, commit_error)
                 if pool._driver.is_error_disconnect(commit_error) or (
                     pool._driver.status(conn) is ConnStatus.BROKEN
                 ):
