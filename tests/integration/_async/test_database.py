@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import pytest
 
 from pgharbor._async.database import AsyncDatabase, AsyncTransaction
 from pgharbor._async.manager import AsyncDatabaseManager
-from pgharbor.errors import CommitOutcomeUnknown, UnsupportedServerVersion
+from pgharbor.errors import CommitOutcomeUnknown, PoolTimeout, UnsupportedServerVersion
 from pgharbor.privileges import TableSelect
 from pgharbor.testing import ChaosProxy, PostgresServer, TempDatabase
 
@@ -216,6 +217,20 @@ async def test_session_settings_are_startup_parameters(make_db: DbFactory) -> No
             assert await db.fetchval("SHOW lock_timeout") == "250ms"
             assert (await db.fetchval("SHOW search_path")).replace(" ", "") == "app,public"
             assert await db.fetchval("SHOW TimeZone") == "UTC"
+
+
+@pytest.mark.timing
+async def test_exhausted_pool_times_out_clearly(make_db: DbFactory) -> None:
+    """With every connection held, a call fails after the short timeout with a
+    PoolTimeout naming the database and its counts."""
+    async with make_db(min_size=1, max_size=1, timeout=0.5, name="tiny_db") as db:
+        async with db.transaction():
+            start = monotonic()
+            with pytest.raises(PoolTimeout) as info:
+                await db.fetchval("SELECT 1")
+            assert 0.5 <= monotonic() - start < 2.0
+        assert "'tiny_db'" in str(info.value) and "in_use=1" in str(info.value)
+        assert await db.fetchval("SELECT 1") == 1
 
 
 async def test_server_facts_and_privileges(make_db: DbFactory, pg_server: PostgresServer) -> None:

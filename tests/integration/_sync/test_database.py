@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Callable
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import pytest
 
 from pgharbor._sync.database import Database, Transaction
 from pgharbor._sync.manager import DatabaseManager
-from pgharbor.errors import CommitOutcomeUnknown, UnsupportedServerVersion
+from pgharbor.errors import CommitOutcomeUnknown, PoolTimeout, UnsupportedServerVersion
 from pgharbor.privileges import TableSelect
 from pgharbor.testing import ChaosProxy, PostgresServer, TempDatabase
 
@@ -218,6 +219,20 @@ def test_session_settings_are_startup_parameters(make_db: DbFactory) -> None:
             assert db.fetchval("SHOW lock_timeout") == "250ms"
             assert (db.fetchval("SHOW search_path")).replace(" ", "") == "app,public"
             assert db.fetchval("SHOW TimeZone") == "UTC"
+
+
+@pytest.mark.timing
+def test_exhausted_pool_times_out_clearly(make_db: DbFactory) -> None:
+    """With every connection held, a call fails after the short timeout with a
+    PoolTimeout naming the database and its counts."""
+    with make_db(min_size=1, max_size=1, timeout=0.5, name="tiny_db") as db:
+        with db.transaction():
+            start = monotonic()
+            with pytest.raises(PoolTimeout) as info:
+                db.fetchval("SELECT 1")
+            assert 0.5 <= monotonic() - start < 2.0
+        assert "'tiny_db'" in str(info.value) and "in_use=1" in str(info.value)
+        assert db.fetchval("SELECT 1") == 1
 
 
 def test_server_facts_and_privileges(make_db: DbFactory, pg_server: PostgresServer) -> None:
