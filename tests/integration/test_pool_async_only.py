@@ -75,8 +75,12 @@ async def test_cancel_during_release_rollback_never_loses_a_slot(pool: AsyncPool
     stats = pool.stats()
     assert stats["in_use"] == 0
     assert stats["size"] + stats["connecting"] <= 2
-    async with pool.connection():
-        pass
+    for _ in range(2):  # whichever connection comes next is clean
+        async with pool.connection() as again:
+            if hasattr(again, "is_in_transaction"):
+                assert not again.is_in_transaction()
+            else:
+                assert again.info.transaction_status.name == "IDLE"
 
 
 async def test_timeout_racing_a_handoff_keeps_the_connection(pool: AsyncPool) -> None:

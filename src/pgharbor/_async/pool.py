@@ -419,7 +419,15 @@ class AsyncPool:
                 slot = await self._wait_for_slot(timeout)
             elif slot.verdict != OK:
                 if slot.verdict == CHECK:
-                    if not await self._ping(slot):
+                    try:
+                        alive = await self._ping(slot)
+                    except BaseException:
+                        # Cancelled mid-ping: the connection's state is unknown.
+                        with self._lock:
+                            io = st.discard(slot, monotonic())
+                        self._perform(io)
+                        raise
+                    if not alive:
                         with self._lock:
                             io = st.check_failed(slot, monotonic())
                         self._perform(io)
@@ -452,11 +460,15 @@ class AsyncPool:
         return True
 
     async def _release_slot(self, slot: Slot) -> None:
-        healthy = True
+        # Unhealthy unless cleaning completes: a rollback interrupted (by
+        # cancellation, say) leaves the connection in an unknown state.
+        healthy = False
         try:
             status = self._driver.status(slot.conn)
             if status is not _IDLE or self._reset is not None:
                 healthy = await self._clean(slot, status)
+            else:
+                healthy = True
         finally:
             # Runs even when cancelled mid-rollback: the slot is never lost.
             with self._lock:

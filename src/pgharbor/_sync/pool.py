@@ -421,7 +421,15 @@ class Pool:
                 slot = self._wait_for_slot(timeout)
             elif slot.verdict != OK:
                 if slot.verdict == CHECK:
-                    if not self._ping(slot):
+                    try:
+                        alive = self._ping(slot)
+                    except BaseException:
+                        # Cancelled mid-ping: the connection's state is unknown.
+                        with self._lock:
+                            io = st.discard(slot, monotonic())
+                        self._perform(io)
+                        raise
+                    if not alive:
                         with self._lock:
                             io = st.check_failed(slot, monotonic())
                         self._perform(io)
@@ -454,11 +462,15 @@ class Pool:
         return True
 
     def _release_slot(self, slot: Slot) -> None:
-        healthy = True
+        # Unhealthy unless cleaning completes: a rollback interrupted (by
+        # cancellation, say) leaves the connection in an unknown state.
+        healthy = False
         try:
             status = self._driver.status(slot.conn)
             if status is not _IDLE or self._reset is not None:
                 healthy = self._clean(slot, status)
+            else:
+                healthy = True
         finally:
             # Runs even when cancelled mid-rollback: the slot is never lost.
             with self._lock:
