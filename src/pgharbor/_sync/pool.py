@@ -650,12 +650,27 @@ class Pool:
             self._driver.close(slot.conn, self.options.check_timeout)
 
     def _keepalive(self, slots: list[Slot]) -> None:
-        for slot in slots:
-            ok = self._ping(slot)
-            with self._lock:
-                io = self._state.ping_done(slot, monotonic(), ok)
-            if io is not None:
-                self._perform(io)
+        pending = list(slots)
+        try:
+            while pending:
+                slot = pending[0]
+                ok = False
+                try:
+                    ok = self._ping(slot)
+                finally:
+                    # Even when cancelled (at close): a slot taken out for a
+                    # ping always comes back, or is closed.
+                    pending.pop(0)
+                    with self._lock:
+                        io = self._state.ping_done(slot, monotonic(), ok)
+                    if io is not None:
+                        self._perform(io)
+        finally:
+            for slot in pending:  # not pinged: as good as they were
+                with self._lock:
+                    io = self._state.ping_done(slot, monotonic(), True)
+                if io is not None:
+                    self._perform(io)
 
     def _call_reconnect_failed(self) -> None:
         assert self._reconnect_failed is not None
