@@ -3,7 +3,9 @@
 A sync candidate is a context manager yielding a *borrow* callable
 (``with borrow() as conn``); an async one is an async context manager yielding
 an async *borrow*. ``raw`` candidates instead yield ``P`` dedicated
-connections, one per worker. pgbench is run as a subprocess.
+connections, one per worker; ``call`` candidates yield a pgharbor
+``Database`` / ``AsyncDatabase`` whose helpers borrow and return a connection
+inside each call. pgbench is run as a subprocess.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ import psycopg_pool
 import sqlalchemy.pool
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
-__all__ = ["CANDIDATES", "SAFETY", "Candidate", "P", "Target", "pgharbor_class"]
+from pgharbor import AsyncDatabase, Database
+
+from ._workloads import DB_WORKLOADS
+
+__all__ = ["CANDIDATES", "DB", "SAFETY", "Candidate", "P", "Target", "pgharbor_class"]
 
 #: Pool size for every candidate (and the number of raw connections).
 P = 5
@@ -37,7 +43,7 @@ SAFETY: dict[str, Any] = {
     "keepalive": 120.0,
 }
 
-Kind = Literal["raw", "sync", "async", "pgbench"]
+Kind = Literal["raw", "sync", "async", "call", "pgbench"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,9 @@ class Candidate:
     ``driver`` names the client library (and flavour); ``raw`` candidates are
     the baseline of their driver, ``peer`` marks the pool pgharbor is compared
     with for that driver. ``opener`` takes a `Target` and returns the context
-    manager described in the module docstring.
+    manager described in the module docstring. ``workloads`` limits the cells
+    the candidate runs in (None: all); ``quick=False`` leaves it out of
+    ``--quick``.
     """
 
     name: str
@@ -65,6 +73,12 @@ class Candidate:
     opener: Callable[[Target], Any] | None = None
     is_async: bool = False
     peer: bool = False
+    workloads: tuple[str, ...] | None = None
+    quick: bool = True
+
+    def runs(self, workload: str) -> bool:
+        """Whether this candidate takes part in cells of *workload*."""
+        return self.workloads is None or workload in self.workloads
 
     @property
     def key(self) -> str:
@@ -144,6 +158,24 @@ def _pgharbor_async(driver: str, **options: Any) -> Callable[[Target], Any]:
         pool_cls = pgharbor_class("AsyncPool")
         async with pool_cls(t.conninfo, driver=driver, min_size=P, max_size=P, **options) as pool:
             yield pool.connection
+
+    return opener
+
+
+def _database(driver: str) -> Callable[[Target], Any]:
+    @contextmanager
+    def opener(t: Target) -> Iterator[Any]:
+        with Database(t.conninfo, driver=driver, min_size=P, max_size=P) as db:
+            yield db
+
+    return opener
+
+
+def _adatabase(driver: str) -> Callable[[Target], Any]:
+    @asynccontextmanager
+    async def opener(t: Target) -> AsyncIterator[Any]:
+        async with AsyncDatabase(t.conninfo, driver=driver, min_size=P, max_size=P) as db:
+            yield db
 
     return opener
 
@@ -257,10 +289,15 @@ async def _asyncpg_pool(t: Target) -> AsyncIterator[Any]:
 
 # -- the list, in the order they take turns -----------------------------------------
 
+#: The ``Database.fetchval`` candidates' name; each runs right after its
+#: driver's ``pgharbor`` pool, the row it is compared with.
+DB = "pgharbor Database.fetchval"
+
 CANDIDATES: list[Candidate] = [
     # psycopg 3, sync
     Candidate("raw", "psycopg", "raw", "psycopg", _raw_psycopg),
     Candidate("pgharbor", "psycopg", "sync", "psycopg", _pgharbor_sync("psycopg")),
+    Candidate(DB, "psycopg", "call", "psycopg", _database("psycopg"), workloads=DB_WORKLOADS),
     Candidate("pgharbor+safety", "psycopg", "sync", "psycopg", _pgharbor_sync("psycopg", **SAFETY)),
     Candidate("psycopg_pool", "psycopg", "sync", "psycopg", _psycopg_pool(False), peer=True),
     Candidate("psycopg_pool+check", "psycopg", "sync", "psycopg", _psycopg_pool(True)),
@@ -269,6 +306,7 @@ CANDIDATES: list[Candidate] = [
     # psycopg2
     Candidate("raw", "psycopg2", "raw", "psycopg2", _raw_psycopg2),
     Candidate("pgharbor", "psycopg2", "sync", "psycopg2", _pgharbor_sync("psycopg2")),
+    Candidate(DB, "psycopg2", "call", "psycopg2", _database("psycopg2"), workloads=DB_WORKLOADS),
     Candidate(
         "pgharbor+safety", "psycopg2", "sync", "psycopg2", _pgharbor_sync("psycopg2", **SAFETY)
     ),
@@ -277,6 +315,15 @@ CANDIDATES: list[Candidate] = [
     Candidate("raw", "psycopg async", "raw", "psycopg", _raw_apsycopg, is_async=True),
     Candidate(
         "pgharbor", "psycopg async", "async", "psycopg", _pgharbor_async("psycopg"), is_async=True
+    ),
+    Candidate(
+        DB,
+        "psycopg async",
+        "call",
+        "psycopg",
+        _adatabase("psycopg"),
+        is_async=True,
+        workloads=DB_WORKLOADS,
     ),
     Candidate(
         "pgharbor+safety",
@@ -306,6 +353,15 @@ CANDIDATES: list[Candidate] = [
     # asyncpg
     Candidate("raw", "asyncpg", "raw", "asyncpg", _raw_asyncpg, is_async=True),
     Candidate("pgharbor", "asyncpg", "async", "asyncpg", _pgharbor_async("asyncpg"), is_async=True),
+    Candidate(
+        DB,
+        "asyncpg",
+        "call",
+        "asyncpg",
+        _adatabase("asyncpg"),
+        is_async=True,
+        workloads=DB_WORKLOADS,
+    ),
     Candidate(
         "pgharbor+safety",
         "asyncpg",

@@ -11,8 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._candidates import Candidate, P, Target
-from ._harness import Sample, run_async_pool, run_async_raw, run_sync_pool, run_sync_raw
-from ._workloads import async_query, pgbench_script, sync_query
+from ._harness import (
+    Sample,
+    run_async_calls,
+    run_async_pool,
+    run_async_raw,
+    run_sync_calls,
+    run_sync_pool,
+    run_sync_raw,
+)
+from ._workloads import async_db_call, async_query, pgbench_script, sync_db_call, sync_query
 
 __all__ = ["Cell", "measure"]
 
@@ -39,6 +47,10 @@ def measure(c: Candidate, target: Target, cell: Cell, pg: Any) -> Sample:
 
 def _measure_sync(c: Candidate, target: Target, cell: Cell) -> Sample:
     assert c.opener is not None
+    if c.kind == "call":
+        with c.opener(target) as db:
+            call = sync_db_call(db, c.lib, cell.workload)
+            return run_sync_calls(call, cell.workers, cell.warmup, cell.duration)
     query = sync_query(c.lib, cell.workload)
     with c.opener(target) as opened:
         if c.kind == "raw":
@@ -48,6 +60,10 @@ def _measure_sync(c: Candidate, target: Target, cell: Cell) -> Sample:
 
 async def _measure_async(c: Candidate, target: Target, cell: Cell) -> Sample:
     assert c.opener is not None
+    if c.kind == "call":
+        async with c.opener(target) as db:
+            acall = async_db_call(db, c.lib, cell.workload)
+            return await run_async_calls(acall, cell.workers, cell.warmup, cell.duration)
     query = async_query(c.lib, cell.workload)
     async with c.opener(target) as opened:
         if c.kind == "raw":

@@ -3,6 +3,9 @@
 - ``select1``: ``SELECT 1`` and read the row;
 - ``pk``: a point ``SELECT`` by primary key on a 100k-row table;
 - ``write``: a short write transaction (``BEGIN; UPDATE … WHERE id = …; COMMIT``).
+
+The ``Database`` candidates do the same reads through ``db.fetchval`` (one
+call = acquire + query + release): ``select1`` and ``pk`` only.
 """
 
 from __future__ import annotations
@@ -10,11 +13,23 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ._harness import AQuery, Query
+from ._harness import ACall, AQuery, Call, Query
 
-__all__ = ["ROWS", "WORKLOADS", "async_query", "pgbench_script", "setup_tables", "sync_query"]
+__all__ = [
+    "DB_WORKLOADS",
+    "ROWS",
+    "WORKLOADS",
+    "async_db_call",
+    "async_query",
+    "pgbench_script",
+    "setup_tables",
+    "sync_db_call",
+    "sync_query",
+]
 
 WORKLOADS = ("select1", "pk", "write")
+#: The workloads the ``Database.fetchval`` candidates run (reads only).
+DB_WORKLOADS = ("select1", "pk")
 ROWS = 100_000
 _TABLE = "bench_items"
 _rand = random.Random(42)
@@ -140,6 +155,25 @@ def sync_query(driver: str, workload: str) -> Query:
 def async_query(driver: str, workload: str) -> AQuery:
     """The async loop body for *driver* (``psycopg`` / ``asyncpg``)."""
     return _ASYNC[driver, workload]
+
+
+def sync_db_call(db: Any, driver: str, workload: str) -> Call:
+    """The loop body of a sync ``Database`` candidate: one ``fetchval`` call."""
+    if workload == "select1":
+        return lambda: db.fetchval("SELECT 1")
+    if workload == "pk":
+        return lambda: db.fetchval(_PK_PG, (_key(),))
+    raise KeyError((driver, workload))
+
+
+def async_db_call(db: Any, driver: str, workload: str) -> ACall:
+    """The loop body of an async ``Database`` candidate: one ``fetchval`` call."""
+    if workload == "select1":
+        return lambda: db.fetchval("SELECT 1")
+    if workload == "pk":
+        sql = _PK_APG if driver == "asyncpg" else _PK_PG
+        return lambda: db.fetchval(sql, (_key(),))
+    raise KeyError((driver, workload))
 
 
 def pgbench_script(workload: str) -> str:

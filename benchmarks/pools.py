@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import subprocess
 import sys
 import time
 from importlib.metadata import version
@@ -61,11 +62,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def select_candidates(only: str | None) -> list[Candidate]:
+def select_candidates(only: str | None, quick: bool = False) -> list[Candidate]:
+    cands = [c for c in CANDIDATES if c.quick or not quick]
     if not only:
-        return list(CANDIDATES)
+        return cands
     keys = [k.strip() for k in only.split(",")]
-    return [c for c in CANDIDATES if any(k in c.key for k in keys) or c.kind == "raw"]
+    keep = [c for c in cands if any(k in c.key for k in keys) or c.kind == "raw"]
+    # A Database candidate is compared with its driver's pool: keep that too.
+    dbs = {c.driver for c in keep if c.kind == "call"}
+    return [c for c in cands if c in keep or (c.name == "pgharbor" and c.driver in dbs)]
 
 
 def cells(args: argparse.Namespace) -> list[Cell]:
@@ -80,10 +85,12 @@ def run_cells(
 ) -> Results:
     results: Results = {}
     for cell in cells(args):
-        by_cand: dict[Candidate, list[Sample]] = {c: [] for c in candidates}
+        by_cand: dict[Candidate, list[Sample]] = {
+            c: [] for c in candidates if c.runs(cell.workload)
+        }
         results[cell.workload, cell.workers] = by_cand
         for rnd in range(args.rounds):
-            for c in candidates:  # A B C … in every round
+            for c in by_cand:  # A B C … in every round
                 s = measure(c, target, cell, pg)
                 by_cand[c].append(s)
                 note = f" errors={s.errors} ({s.first_error})" if s.errors else ""
@@ -107,9 +114,22 @@ def run_extras(pg: PostgresServer, target: Target, args: argparse.Namespace) -> 
     return extras
 
 
-def environment(pg: PostgresServer) -> dict[str, Any]:
+def _source_state() -> str:
+    """The commit measured, and whether ``src/`` had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "src"]).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head} (src/ modified)" if dirty else head
+
+
+def environment(pg: PostgresServer, source: str) -> dict[str, Any]:
     libs = ("psycopg", "psycopg-pool", "asyncpg", "psycopg2-binary", "SQLAlchemy")
     return {
+        "pgharbor": source,
         "python": platform.python_version(),
         "machine": platform.machine(),
         "server": str(pg.version),
@@ -122,20 +142,21 @@ def environment(pg: PostgresServer) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    candidates = select_candidates(args.only)
+    candidates = select_candidates(args.only, args.quick)
+    source = _source_state()  # what is imported now, before src/ can change
     with PostgresServer() as pg:
         target = Target(pg.conninfo(), pg.url())
         if args.mix:
             setup_tables(pg)
         results = run_cells(pg, target, candidates, args)
         extras = run_extras(pg, target, args) if args.extras else {}
-        env = environment(pg)
+        env = environment(pg, source)
     rows = make_rows(results)
     goals = bar(rows, extras)
     elapsed = time.perf_counter() - started
     text = (
         f"## Pools, side by side (P = {P}, {args.rounds} rounds x {args.duration:g} s, "
-        f"PostgreSQL {env['server']}, Python {env['python']})\n\n"
+        f"PostgreSQL {env['server']}, Python {env['python']}, pgharbor {source})\n\n"
         + markdown(rows)
         + "\n## The bar\n\n"
         + bar_markdown(goals)
