@@ -19,12 +19,26 @@ HarborError(Exception)                    root of everything pgharbor raises
 ```
 
 Driver errors (psycopg, asyncpg, psycopg2) raised by the user's own queries pass
-through untouched: pgharbor only adds errors for conditions it owns.
+through untouched: pgharbor only adds errors for conditions it owns. To tell
+them apart, the SQLSTATE classification the pool and the router use is here
+too: `sqlstate_of` (reads psycopg's, asyncpg's and psycopg2's errors, walking
+the chain), `is_disconnect`, `is_transient`, `is_retryable_transaction`,
+`is_fatal_config`, `is_read_only`, `statement_did_not_run`.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from ._policy.sqlstate import (
+    is_disconnect,
+    is_fatal_config,
+    is_read_only,
+    is_retryable_transaction,
+    is_transient,
+    sqlstate_of,
+    statement_did_not_run,
+)
 
 __all__ = [
     "AuthenticationFailed",
@@ -40,6 +54,13 @@ __all__ = [
     "PoolTimeout",
     "TooManyRequests",
     "UnsupportedServerVersion",
+    "is_disconnect",
+    "is_fatal_config",
+    "is_read_only",
+    "is_retryable_transaction",
+    "is_transient",
+    "sqlstate_of",
+    "statement_did_not_run",
 ]
 
 
