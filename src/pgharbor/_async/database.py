@@ -233,6 +233,16 @@ class AsyncDatabase:
             assert self._pool is not None
             await self._pool.close(timeout)
 
+    async def drain(self) -> None:
+        """Replace every connection of every pool gracefully: idle ones now,
+        in-use ones when returned (e.g. after a credential rotation)."""
+        if self._topology is not None:
+            for pool in self._topology.pools():
+                await pool.drain()
+        else:
+            assert self._pool is not None
+            await self._pool.drain()
+
     def connection(self, timeout: float | None = None, *, route: Route | None = "primary") -> Any:
         """Lend a native connection for a block (the pool's `connection`);
         with replicas, from the node ``route`` chooses."""

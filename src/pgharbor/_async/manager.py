@@ -140,6 +140,10 @@ class AsyncDatabaseManager:
         """Close every database (each within ``timeout``)."""
         await arun_all(*(partial(db.close, timeout) for db in self._dbs.values()))
 
+    async def drain(self) -> None:
+        """Replace every connection of every database gracefully."""
+        await arun_all(*(db.drain for db in self._dbs.values()))
+
     def stats(self) -> dict[str, dict[str, int | float]]:
         """Each database's pool stats, by name."""
         return {name: db.stats() for name, db in self._dbs.items()}

@@ -293,6 +293,10 @@ class AsyncTopology:
             node.wakeup.set()
         return reprobe
 
+    def pools(self) -> list[AsyncPool]:
+        """Every node's pool, in the order the nodes were listed."""
+        return [node.pool for node in self._nodes.values()]
+
     def note_write(self) -> None:
         """Report a successful write (starts the read-your-writes window)."""
         with self._lock:

@@ -515,11 +515,10 @@ class PoolState:
         while self.idle:
             slot = self.idle.popleft()
             idle_for = now - slot.last_used
-            if slot.epoch < self.discard_below or now >= slot.expires_at:
+            stale = slot.epoch < self.discard_below or now >= slot.expires_at
+            surplus_idle = opts.max_idle is not None and surplus > 0 and idle_for >= opts.max_idle
+            if stale or surplus_idle:
                 self.n_expired += 1
-                self._remove(slot, io)
-                surplus -= 1
-            elif opts.max_idle is not None and surplus > 0 and idle_for >= opts.max_idle:
                 self._remove(slot, io)
                 surplus -= 1
             elif opts.keepalive is not None and idle_for >= opts.keepalive:
@@ -601,6 +600,7 @@ class PoolState:
         self._invalidate()
         io = Io()
         while self.idle:
+            self.n_expired += 1
             self._remove(self.idle.popleft(), io)
         io.wake = True
         return io

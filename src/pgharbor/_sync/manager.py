@@ -142,6 +142,10 @@ class DatabaseManager:
         """Close every database (each within ``timeout``)."""
         run_all(*(partial(db.close, timeout) for db in self._dbs.values()))
 
+    def drain(self) -> None:
+        """Replace every connection of every database gracefully."""
+        run_all(*(db.drain for db in self._dbs.values()))
+
     def stats(self) -> dict[str, dict[str, int | float]]:
         """Each database's pool stats, by name."""
         return {name: db.stats() for name, db in self._dbs.items()}
