@@ -57,19 +57,21 @@ _POOL: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(PoolOptio
 _DEFAULT_SIZE = 5
 _VERIFY = ("verify-ca", "verify-full")
 _LIBPQ_MAX_SECONDS = 2**31 - 1
-# Settings that have their own field: not accepted again in server_settings.
-_DEDICATED = frozenset(
+#: Fields sent in the ``options`` startup parameter (see `session_settings`):
+#: the ones PgBouncer cannot carry.
+OPTIONS_FIELDS = frozenset(
     {
-        "application_name",
         "statement_timeout",
         "lock_timeout",
         "idle_in_transaction_session_timeout",
         "search_path",
         "timezone",
         "default_transaction_isolation",
-        "client_encoding",
+        "server_settings",
     }
 )
+# Settings that have their own field: not accepted again in server_settings.
+_DEDICATED = (OPTIONS_FIELDS - {"server_settings"}) | {"application_name", "client_encoding"}
 
 
 def _fail(model: type[BaseModel], data: Mapping[str, Any], exc: ValidationError) -> ConfigError:

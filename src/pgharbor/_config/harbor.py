@@ -26,7 +26,7 @@ from pydantic_settings import (
 
 from .._conninfo import parse_conninfo
 from ..errors import ConfigError
-from .database import DatabaseSettings, _identity
+from .database import OPTIONS_FIELDS, DatabaseSettings, _identity
 from .problems import to_config_error
 from .values import TextValue
 
@@ -327,19 +327,6 @@ class HarborSettings(BaseSettings):
         return self.masked()
 
 
-_SESSION_SETTINGS = frozenset(
-    {
-        "statement_timeout",
-        "lock_timeout",
-        "idle_in_transaction_session_timeout",
-        "search_path",
-        "timezone",
-        "default_transaction_isolation",
-        "server_settings",
-    }
-)
-
-
 def _with_profile(raw: Any, profile: Mapping[str, Any]) -> Any:
     """``raw`` database settings plus the profile's defaults for what is unset."""
     if not isinstance(raw, Mapping) or not profile:
@@ -347,7 +334,7 @@ def _with_profile(raw: Any, profile: Mapping[str, Any]) -> Any:
     out = dict(raw)
     sizes = ("min_size", "max_size")
     for key, value in profile.items():
-        if key in _SESSION_SETTINGS and raw.get("pgbouncer"):
+        if key in OPTIONS_FIELDS and raw.get("pgbouncer"):
             # PgBouncer cannot carry session settings (see DatabaseSettings):
             # a profile's defaults are left out rather than failing.
             continue

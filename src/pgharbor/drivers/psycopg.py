@@ -105,7 +105,9 @@ def _take_result(conn: Any, result: Any, error: e.Error | None) -> e.Error | Non
 # --- sync: wait on the socket with poll() (no FD_SETSIZE limit), under a deadline
 
 
-def _wait_fd(fd: int, events: int, deadline: float) -> None:
+def wait_fd(fd: int, events: int, deadline: float) -> None:
+    """Wait until ``fd`` is ready for ``events`` (poll flags) or raise
+    ``TimeoutError`` at ``deadline`` (monotonic). Shared with psycopg2."""
     remaining = deadline - time.monotonic()
     poller = select.poll()
     poller.register(fd, events)
@@ -119,11 +121,11 @@ def _exec_sync(conn: Any, query: bytes, timeout: float) -> None:
     pgconn.send_query(query)
     fd = pgconn.socket
     while pgconn.flush():  # non-blocking connection: the send may be partial
-        _wait_fd(fd, select.POLLOUT, deadline)
+        wait_fd(fd, select.POLLOUT, deadline)
     error = None
     while True:
         while pgconn.is_busy():
-            _wait_fd(fd, select.POLLIN, deadline)
+            wait_fd(fd, select.POLLIN, deadline)
             pgconn.consume_input()
         if (result := pgconn.get_result()) is None:
             break

@@ -27,6 +27,7 @@ import psycopg2.extensions as ext
 from pgharbor._policy.sqlstate import is_disconnect, is_disconnect_message, sqlstate_of
 from pgharbor.drivers.base import ConnStatus
 from pgharbor.drivers.psycopg import connect_timeout
+from pgharbor.drivers.psycopg import wait_fd as _wait_fd
 
 __all__ = ["Psycopg2Driver"]
 
@@ -90,14 +91,6 @@ def _pq_failure(message: bytes | None, sqlstate: bytes | None = None) -> _PQErro
     err = _PQError((message or b"").decode("utf-8", "replace").strip())
     err.sqlstate = sqlstate.decode() if sqlstate else None
     return err
-
-
-def _wait_fd(fd: int, events: int, deadline: float) -> None:
-    remaining = deadline - time.monotonic()
-    poller = select.poll()
-    poller.register(fd, events)
-    if remaining <= 0 or not poller.poll(remaining * 1000.0):
-        raise TimeoutError("no answer from the server in time")
 
 
 def _exec_libpq(lib: ctypes.CDLL, conn: Any, query: bytes, timeout: float) -> None:

@@ -14,14 +14,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import quote, urlencode
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
 from pgharbor.testing._binaries import as_server_user, chown_to_server_user
 from pgharbor.testing._cleanup import Resources, free_port, track
-from pgharbor.testing.server import PostgresServer
+from pgharbor.testing.server import PostgresServer, target_conninfo, target_url
 
 __all__ = ["PgBouncer", "find_pgbouncer", "pgbouncer_available"]
 
@@ -134,15 +132,7 @@ class PgBouncer:
         **params: Any,
     ) -> str:
         """A libpq conninfo string that goes through PgBouncer."""
-        return make_conninfo(
-            "",
-            host=self.host,
-            port=self.port,
-            dbname=dbname or "postgres",
-            user=user or "postgres",
-            password=password,
-            **params,
-        )
+        return target_conninfo(self.host, self.port, dbname, user, password, **params)
 
     def url(
         self,
@@ -152,12 +142,7 @@ class PgBouncer:
         **params: Any,
     ) -> str:
         """A ``postgresql://`` URL that goes through PgBouncer."""
-        auth = quote(user or "postgres", safe="")
-        if password is not None:
-            auth += ":" + quote(password, safe="")
-        query = f"?{urlencode(params)}" if params else ""
-        db = quote(dbname or "postgres", safe="")
-        return f"postgresql://{auth}@{self.host}:{self.port}/{db}{query}"
+        return target_url(self.host, self.port, dbname, user, password, **params)
 
     def admin(self, command: str) -> list[tuple[Any, ...]]:
         """Run a console command (``SHOW POOLS``, ``PAUSE``...) and return rows.

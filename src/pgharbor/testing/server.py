@@ -137,6 +137,42 @@ def _guc_text(value: str | int | float | bool) -> str:
     return str(value)
 
 
+def target_conninfo(
+    host: str,
+    port: int,
+    dbname: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    **params: Any,
+) -> str:
+    """A keyword conninfo for ``host:port`` (a server, a PgBouncer).
+
+    Values are quoted by psycopg, so hostile strings cannot inject extra
+    parameters; ``host``/``port`` in *params* override (e.g. a ChaosProxy).
+    """
+    values: dict[str, Any] = {"host": host, "port": port, **params}
+    return make_conninfo(
+        "", dbname=dbname or "postgres", user=user or "postgres", password=password, **values
+    )
+
+
+def target_url(
+    host: str,
+    port: int,
+    dbname: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    **params: Any,
+) -> str:
+    """A ``postgresql://`` URL for ``host:port``, every part quoted."""
+    auth = quote(user or "postgres", safe="")
+    if password is not None:
+        auth += ":" + quote(password, safe="")
+    query = f"?{urlencode(params)}" if params else ""
+    db = quote(dbname or "postgres", safe="")
+    return f"postgresql://{auth}@{host}:{port}/{db}{query}"
+
+
 class PostgresServer:
     """A private PostgreSQL cluster run from a temporary directory.
 
@@ -233,16 +269,7 @@ class PostgresServer:
         Values are quoted by psycopg, so hostile strings cannot inject extra
         parameters. *params* are any other libpq parameters.
         """
-        # ``host``/``port`` may be overridden, e.g. to go through a ChaosProxy.
-        values: dict[str, Any] = {"host": self.host, "port": self.port}
-        values.update(params)
-        return make_conninfo(
-            "",
-            dbname=dbname or "postgres",
-            user=user or "postgres",
-            password=password,
-            **values,
-        )
+        return target_conninfo(self.host, self.port, dbname, user, password, **params)
 
     def url(
         self,
@@ -252,12 +279,7 @@ class PostgresServer:
         **params: Any,
     ) -> str:
         """Return a ``postgresql://`` URL for this server, with quoted parts."""
-        auth = quote(user or "postgres", safe="")
-        if password is not None:
-            auth += ":" + quote(password, safe="")
-        query = f"?{urlencode(params)}" if params else ""
-        db = quote(dbname or "postgres", safe="")
-        return f"postgresql://{auth}@{self.host}:{self.port}/{db}{query}"
+        return target_url(self.host, self.port, dbname, user, password, **params)
 
     @property
     def version(self) -> ServerVersion:
