@@ -217,3 +217,12 @@ def test_keep_preserves_directory_for_debugging() -> None:
         assert os.path.exists(os.path.join(root, "postgres.log"))
     finally:
         shutil.rmtree(pg.root_dir, ignore_errors=True)
+
+
+def test_conninfo_host_and_port_can_be_overridden(pg_server: PostgresServer) -> None:
+    """conninfo(host=..., port=...) points elsewhere (e.g. at a ChaosProxy)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(pg_server.conninfo(host="127.0.0.9", port=1234, sslmode="disable"))
+    assert (params["host"], params["port"], params["sslmode"]) == ("127.0.0.9", "1234", "disable")
+    assert params["dbname"] == "postgres"

@@ -140,6 +140,7 @@ def _guc_text(value: str | int | float | bool) -> str:
 def target_conninfo(
     host: str,
     port: int,
+    /,
     dbname: str | None = None,
     user: str | None = None,
     password: str | None = None,
@@ -159,6 +160,7 @@ def target_conninfo(
 def target_url(
     host: str,
     port: int,
+    /,
     dbname: str | None = None,
     user: str | None = None,
     password: str | None = None,
