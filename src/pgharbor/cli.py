@@ -25,6 +25,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ._cli import bench as _bench
+from ._cli import top as _top
 from .checks import CheckReport, DatabaseCheck
 from .errors import ConfigError
 
@@ -189,6 +191,10 @@ def _check_all(named: dict[str, Any], timeout: float) -> CheckReport:
     finally:
         manager.close()
     return CheckReport(problems + report.databases)
+
+
+app.command("top")(_top.top)
+app.command("bench")(_bench.bench)
 
 
 @app.callback()

@@ -1,0 +1,1 @@
+"""Subcommands of the ``pgharbor`` command besides ``check`` (see `pgharbor.cli`)."""
