@@ -24,7 +24,7 @@ import os
 import sys
 import traceback
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from time import monotonic
 from types import TracebackType
 from typing import Any
@@ -44,6 +44,8 @@ from .._acompat import (
 from .._conninfo import describe, parse_conninfo, redact, secrets_of, with_defaults
 from .._policy.backoff import Backoff
 from .._policy.breaker import Breaker, BreakerOptions
+from .._policy.health import AlertMonitor, Alerts, HealthReport, HealthThresholds, HealthWindow
+from .._policy.health import overall as _overall
 from .._policy.options import PoolOptions
 from .._policy.pool import CHECK, DISCARD, OK, Io, PoolState, Slot
 from .._policy.sqlstate import connect_failure_reason, sqlstate_of
@@ -58,6 +60,8 @@ from ..errors import (
     PoolTimeout,
     UnsupportedServerVersion,
 )
+from ..metrics import Event as PoolEvent
+from ..metrics import Fanout, Hooks, PoolInfo, PoolObserver, sinks_of
 from ..version import ServerVersion
 
 __all__ = ["AsyncPool"]
@@ -68,6 +72,7 @@ Conninfo = str | AStrFactory
 Callback = Callable[[Any], Any]
 
 _IDLE = ConnStatus.IDLE
+_ALERT_PERIOD = 1.0  # seconds between samples of the alert conditions
 _INTRANS = (ConnStatus.INTRANS, ConnStatus.INERROR)
 _names = itertools.count(1)
 # Pools to forget in a child process after fork (see _after_fork).
@@ -121,6 +126,10 @@ class AsyncPool:
         prepared_statements: bool = True,
         minimum_version: int | None = None,
         breaker: BreakerOptions | bool | None = None,
+        metrics: Any = None,
+        health: HealthThresholds | None = None,
+        alerts: Alerts | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         if max_size is None:
             max_size = max(min_size, 5) if isinstance(min_size, int) else 5
@@ -182,6 +191,18 @@ class AsyncPool:
         ):
             raise ConfigError("breaker", "must be True, False, None or a BreakerOptions")
         self._breaker_options = breaker or None
+        if health is not None and not isinstance(health, HealthThresholds):
+            raise ConfigError("health", "must be a HealthThresholds")
+        if alerts is not None and not isinstance(alerts, Alerts):
+            raise ConfigError("alerts", "must be an Alerts")
+        if labels is not None and not (
+            isinstance(labels, Mapping)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+        ):
+            raise ConfigError("labels", "must be a mapping of strings to strings")
+        self._health = HealthWindow(health)
+        self._alerts = AlertMonitor(alerts) if alerts is not None and alerts.enabled else None
+        self._role: str | None = None
         self._state = self._new_state()
         self._lock = ALock()
         self._wakeup = AEvent()  # maintenance: there is work to plan
@@ -193,6 +214,13 @@ class AsyncPool:
         self._forked = False
         # Take the slow acquire path: after a fork, or to record leak holders.
         self._slow = leak_threshold is not None
+        # Observers: one per metrics sink, plus the hooks once one is added.
+        # None when there are none, so the hot path pays one attribute test.
+        self._hooks: Hooks | None = None
+        info = PoolInfo(self.name, self.target, self._metric_labels(labels), self.stats)
+        self._observers = [sink.observe(info) for sink in sinks_of(metrics)]
+        self._obs: PoolObserver | None = self._combined()
+        self._breaker_seen = "closed"
         _pools.add(self)
 
     # -- public API ------------------------------------------------------------
@@ -294,6 +322,9 @@ class AsyncPool:
                 self.name,
                 self._state.in_use,
             )
+        obs, self._obs, self._observers, self._hooks = self._obs, None, [], None
+        if obs is not None:
+            obs.closed()
 
     def connection(self, timeout: float | None = None) -> _ConnectionContext:
         """Context manager lending a connection: ``async with pool.connection() as conn``.
@@ -325,6 +356,8 @@ class AsyncPool:
                 slot = self._state.checkout(monotonic())
         if slot is None or slot.verdict:
             slot = await self._acquire_slow(slot, timeout)
+        elif self._obs is not None:
+            self._obs.acquired(slot.conn, 0.0)
         return slot.conn
 
     async def release(self, conn: Any) -> None:
@@ -399,6 +432,141 @@ class AsyncPool:
             io = self._state.drain()
         self._perform(io)
 
+    # -- observability -------------------------------------------------------------
+
+    def on(self, event: str, fn: Callable[[PoolEvent], Any]) -> Callable[[], None]:
+        """Call ``fn(event)`` on every ``event`` (see `pgharbor.metrics.EVENTS`):
+        ``connect``, ``acquire``, ``release``, ``remove`` (with a reason),
+        ``error``, ``timeout``, ``role_change``, ``breaker_change``, ``alert``.
+        Hooks run inline, outside the pool's lock: keep them quick; one that
+        raises is logged and ignored. Returns a function that unregisters it.
+
+        Raises:
+            ConfigError: unknown event, or ``fn`` is not a plain callable.
+        """
+        hooks = self._hooks or Hooks(self.name)
+        remove = hooks.add(event, fn)
+        if self._hooks is None:
+            self._hooks = hooks
+            self._obs = self._combined()
+        return remove
+
+    def health(self) -> HealthReport:
+        """A health report: the verdict and figures over the recent window of
+        connect, check and query outcomes (see `pgharbor.HealthThresholds`),
+        and the pool's numbers."""
+        now = monotonic()
+        with self._lock:
+            kinds, errors = self._health.summary(now)
+            stats = self._state.stats()
+            last_check = self._state.last_check_at
+            has_connections = bool(self._state.slots)
+            failing = self._state.failures > 0
+            closed = self._state.closed
+        reasons = self._health.verdict(kinds)
+        if closed:
+            reasons.insert(0, "the pool is closed")
+        elif failing and not has_connections:
+            reasons.insert(0, "no open connection and the last attempt failed")
+        attempts, rate, mean, p95, worst = _overall(kinds)
+        created = int(stats["connections_created"])
+        return HealthReport(
+            name=self.name,
+            target=self.target,
+            healthy=not reasons,
+            reasons=tuple(reasons),
+            attempts=attempts,
+            success_rate=rate,
+            mean_ms=mean,
+            p95_ms=p95,
+            max_ms=worst,
+            kinds=kinds,
+            recent_errors=tuple(errors),
+            total=int(stats["size"]),
+            in_use=int(stats["in_use"]),
+            idle=int(stats["idle"]),
+            waiting=int(stats["waiting"]),
+            failed=int(stats["connections_failed"]),
+            mean_connect_ms=stats["connect_ms"] / created if created else None,
+            last_check_ago=None if last_check is None else now - last_check,
+            role=self._role,
+        )
+
+    def _record(self, kind: Any, started: float, error: str | None) -> None:
+        """Feed one outcome (``error`` already masked) to the health window."""
+        now = monotonic()
+        with self._lock:
+            self._health.record(now, kind, error is None, now - started, error)
+        if self._alerts is not None:
+            self._alert(self._alerts.response(now - started), "slow_response")
+
+    def _record_query(self, seconds: float, error: BaseException | None) -> None:
+        """A `Database` statement on this pool's connection finished."""
+        text = None if error is None else self._safe(error)
+        with self._lock:
+            self._health.record(monotonic(), "query", error is None, seconds, text)
+        if self._obs is not None:
+            self._obs.query(seconds, error)
+        if self._alerts is not None:
+            self._alert(self._alerts.response(seconds), "slow_response")
+
+    def _set_role(self, role: str) -> None:
+        """The topology learned this node's role."""
+        if role != self._role:
+            self._role = role
+            if self._obs is not None:
+                self._obs.role_changed(role)
+
+    def _note_breaker(self) -> None:
+        breaker = self._state.breaker
+        state = "closed" if breaker is None else breaker.state
+        if state != self._breaker_seen:
+            self._breaker_seen = state
+            log = logger.warning if state == "open" else logger.info
+            log("pool %r: circuit breaker %s", self.name, state)
+            if self._obs is not None:
+                self._obs.breaker_changed(state)
+
+    def _sample_alerts(self) -> None:
+        assert self._alerts is not None
+        st = self._state
+        with self._lock:
+            changes = self._alerts.sample(
+                len(st.waiters), len(st.idle), st.in_use, self.options.max_size
+            )
+        for name, change in changes:
+            self._alert(change, name)
+
+    def _alert(self, change: str | None, name: str) -> None:
+        if change is None:
+            return
+        st = self._state
+        figures = (
+            f"size={st.size}/{self.options.max_size}, idle={len(st.idle)}, "
+            f"in_use={st.in_use}, waiting={len(st.waiters)}"
+        )
+        if change == "raised":
+            logger.warning("pool %r: alert %s raised (%s)", self.name, name, figures)
+        else:
+            logger.info("pool %r: alert %s cleared (%s)", self.name, name, figures)
+        if self._obs is not None:
+            self._obs.alert(name, change)
+
+    def _metric_labels(self, labels: Mapping[str, str] | None) -> dict[str, str]:
+        out = {"pool_name": self.name}
+        if self._params is not None:
+            host, port = self._params.get("host"), self._params.get("port", "5432")
+            if host:
+                out["endpoint"] = f"{host}:{port}"
+        out.update(labels or {})
+        return out
+
+    def _combined(self) -> PoolObserver | None:
+        observers = [*self._observers, *([self._hooks] if self._hooks else [])]
+        if not observers:
+            return None
+        return observers[0] if len(observers) == 1 else Fanout(observers)
+
     # -- the hot path ------------------------------------------------------------
 
     # The fast paths live in `acquire`, `release` and `_ConnectionContext`:
@@ -411,6 +579,7 @@ class AsyncPool:
             self._after_fork()
             slot = None  # popped from the parent's state: not ours
         st = self._state
+        started = monotonic()
         while True:
             if slot is None:
                 with self._lock:
@@ -443,6 +612,8 @@ class AsyncPool:
                     continue
             if self.options.leak_threshold is not None:
                 slot.holder = sys._getframe(2)
+            if self._obs is not None:
+                self._obs.acquired(slot.conn, monotonic() - started)
             return slot
 
     def _put_back(self, slot: Slot) -> bool:
@@ -453,8 +624,11 @@ class AsyncPool:
             or slot.leak_reported
         ):
             return False
+        now = monotonic()
+        if self._obs is not None:
+            self._obs.released(slot.conn, now - slot.acquired_at)
         with self._lock:
-            io = self._state.checkin(slot, monotonic(), True)
+            io = self._state.checkin(slot, now, True)
         if io is not None:
             self._perform(io)
         return True
@@ -471,8 +645,11 @@ class AsyncPool:
                 healthy = True
         finally:
             # Runs even when cancelled mid-rollback: the slot is never lost.
+            now = monotonic()
+            if self._obs is not None:
+                self._obs.released(slot.conn, now - slot.acquired_at)
             with self._lock:
-                io = self._state.checkin(slot, monotonic(), healthy)
+                io = self._state.checkin(slot, now, healthy)
             if slot.leak_reported:
                 logger.warning(
                     "pool %r: connection #%d reported as leaked was returned after %.1f s",
@@ -494,6 +671,8 @@ class AsyncPool:
             io = self._state.enqueue(waiter, waiter.since)
         if io is not None:
             self._wakeup.set()
+        if self._alerts is not None:
+            self._sample_alerts()
         try:
             resolved = await waiter.wait(timeout, self._deadlines)
         except BaseException:
@@ -509,6 +688,8 @@ class AsyncPool:
             with self._lock:
                 gone = self._state.dequeue(waiter, timed_out=True)
             if gone:
+                if self._obs is not None:
+                    self._obs.timed_out(timeout)
                 raise self._timeout_error(
                     f"couldn't get a connection from pool {self.name!r} within {timeout:.2f} s"
                 )
@@ -545,16 +726,17 @@ class AsyncPool:
         return True
 
     async def _ping(self, slot: Slot) -> bool:
+        started = monotonic()
         try:
             await self._driver.ping(slot.conn, self.options.check_timeout)
         except Exception as exc:
-            logger.info(
-                "pool %r: connection #%d failed its check: %s",
-                self.name,
-                slot.id,
-                self._safe(exc),
-            )
+            text = self._safe(exc)
+            logger.info("pool %r: connection #%d failed its check: %s", self.name, slot.id, text)
+            self._record("check", started, text)
+            if self._obs is not None:
+                self._obs.check_failed(ConnectionFailed(text))
             return False
+        self._record("check", started, None)
         return True
 
     def _perform(self, io: Io) -> None:
@@ -598,13 +780,20 @@ class AsyncPool:
             for _ in range(n):
                 self._spawn(self._connect_one)
             self._perform(io)
+            if self._breaker_options is not None:
+                self._note_breaker()
             wake_at = min((t for t in (retry_at, due) if t is not None), default=None)
+            if self._alerts is not None:
+                # Conditions are sampled here about once a second.
+                self._sample_alerts()
+                wake_at = min(wake_at or now + _ALERT_PERIOD, now + _ALERT_PERIOD)
             await self._wakeup.wait_timeout(None if wake_at is None else wake_at - monotonic())
 
     async def _connect_one(self) -> None:
         """Open one connection (a reserved attempt) and add it to the pool."""
         secrets = list(self._secrets)
         conn = None
+        started = monotonic()
         try:
             params = await self._connect_params()
             secrets.extend(secrets_of(params))
@@ -621,13 +810,24 @@ class AsyncPool:
             with self._lock:
                 io = self._state.connect_failed(error, monotonic(), _is_fatal(error))
             logger.warning("pool %r: connection attempt failed: %s", self.name, error)
+            self._record("connect", started, str(error))
+            if self._obs is not None:
+                self._obs.connect_failed(error)
+            if self._breaker_options is not None:
+                self._note_breaker()
             self._progress.set()
             self._perform(io)
             if not isinstance(exc, Exception):
                 raise
             return
+        now = monotonic()
         with self._lock:
-            io = self._state.connected(conn, monotonic())
+            io = self._state.connected(conn, now, now - started)
+        self._record("connect", started, None)
+        if self._obs is not None:
+            self._obs.connected(conn, now - started)
+        if self._breaker_options is not None:
+            self._note_breaker()
         self._progress.set()
         self._perform(io)
 
@@ -645,6 +845,8 @@ class AsyncPool:
     async def _close_slots(self, slots: list[Slot]) -> None:
         # One after the other: each close is bounded and sends one message.
         for slot in slots:
+            if self._obs is not None:
+                self._obs.removed(slot.conn, slot.reason)
             await self._driver.close(slot.conn, self.options.check_timeout)
 
     async def _keepalive(self, slots: list[Slot]) -> None:
@@ -800,6 +1002,8 @@ class _ConnectionContext:
                 slot = pool._state.checkout(monotonic())
         if slot is None or slot.verdict:
             slot = await pool._acquire_slow(slot, self._timeout)
+        elif pool._obs is not None:
+            pool._obs.acquired(slot.conn, 0.0)
         self._slot = slot
         return slot.conn
 

@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from ..errors import CircuitOpen, PoolClosed, TooManyRequests
 from .breaker import Breaker
+from .histogram import Histogram
 from .options import PoolOptions
 
 __all__ = ["CHECK", "DISCARD", "OK", "Io", "PoolState", "Slot"]
@@ -60,6 +61,7 @@ class Slot:
         "in_use",
         "last_used",
         "leak_reported",
+        "reason",
         "uses",
         "verdict",
     )
@@ -81,6 +83,8 @@ class Slot:
         # Leak detection (shell-owned): where the holder acquired it, or None.
         self.holder: Any = None
         self.leak_reported = False
+        # Why it left the pool (see pgharbor.metrics.REMOVE_REASONS), once it has.
+        self.reason = ""
 
     def __repr__(self) -> str:
         state = "in use" if self.in_use else "idle"
@@ -207,6 +211,10 @@ class PoolState:
         self.n_returned_dirty = 0
         self.n_leaks = 0
         self.usage_time = 0.0
+        self.connect_time = 0.0  # total seconds spent opening connections
+        # Waits of served waiters (acquisitions that did not wait count as 0).
+        self.waits = Histogram()
+        self.last_check_at: float | None = None
 
     # -- derived facts -------------------------------------------------------
 
@@ -295,9 +303,13 @@ class PoolState:
         if not healthy:
             self.n_lost += 1
             self._suspect_older()
-        elif not self.closed:
+            reason = "broken"
+        elif self.closed:
+            reason = "closed"
+        else:
             self.n_expired += 1
-        return self._remove(slot, Io())
+            reason = self._expiry_reason(slot)
+        return self._remove(slot, Io(), reason)
 
     def _refresh(self, slot: Slot, now: float) -> None:
         window_end = now + self.options.check_window
@@ -351,6 +363,7 @@ class PoolState:
     def check_passed(self, slot: Slot, now: float) -> None:
         """The checkout ping succeeded: the slot is fresh again."""
         self.n_checks += 1
+        self.last_check_at = now
         slot.epoch = self.epoch
         slot.verdict = OK
         self._refresh(slot, now)
@@ -368,12 +381,13 @@ class PoolState:
         self.n_lost += 1
         slot.in_use = False
         self.in_use -= 1
-        io = self._remove(slot, Io())
+        self.last_check_at = now
+        io = self._remove(slot, Io(), "lost")
         self._invalidate()
         while self.idle:
             stale = self.idle.popleft()
             self.n_lost += 1
-            self._remove(stale, io)
+            self._remove(stale, io, "lost")
         return io
 
     def discard(self, slot: Slot, now: float) -> Io:
@@ -381,7 +395,7 @@ class PoolState:
         slot.in_use = False
         self.in_use -= 1
         self.n_expired += 1
-        return self._remove(slot, Io())
+        return self._remove(slot, Io(), self._expiry_reason(slot))
 
     # -- opening connections -------------------------------------------------
 
@@ -406,9 +420,10 @@ class PoolState:
         self.connecting += want
         return want, None
 
-    def connected(self, conn: Any, now: float) -> Io:
-        """A reserved attempt succeeded: the connection joins the pool."""
+    def connected(self, conn: Any, now: float, seconds: float = 0.0) -> Io:
+        """A reserved attempt succeeded (in ``seconds``): the connection joins the pool."""
         self.connecting -= 1
+        self.connect_time += seconds
         self.failures = 0
         self.failing_since = None
         self.reconnect_failed_fired = False
@@ -427,7 +442,7 @@ class PoolState:
         self.slots[id(conn)] = slot
         io = Io()
         if self.closed:
-            self._remove(slot, io)
+            self._remove(slot, io, "closed")
             return io
         if self.waiters:
             waiter = self.waiters.popleft()
@@ -519,7 +534,7 @@ class PoolState:
             surplus_idle = opts.max_idle is not None and surplus > 0 and idle_for >= opts.max_idle
             if stale or surplus_idle:
                 self.n_expired += 1
-                self._remove(slot, io)
+                self._remove(slot, io, self._expiry_reason(slot) if stale else "idle")
                 surplus -= 1
             elif opts.keepalive is not None and idle_for >= opts.keepalive:
                 slot.in_use = False
@@ -558,10 +573,11 @@ class PoolState:
     def ping_done(self, slot: Slot, now: float, ok: bool) -> Io | None:
         """A background keepalive ping finished."""
         self.pinging -= 1
+        self.last_check_at = now
         if not ok:
             self.n_lost += 1
             self._suspect_older()
-            io = self._remove(slot, Io())
+            io = self._remove(slot, Io(), "lost")
             io.wake = True
             return io
         slot.last_used = now
@@ -576,7 +592,7 @@ class PoolState:
             io.to_hand(waiter, slot)
             return io
         if self.closed:
-            return self._remove(slot, Io())
+            return self._remove(slot, Io(), "closed")
         # Keep LIFO order honest: a pinged connection is as fresh as any.
         self.idle.append(slot)
         if self.next_due is None:
@@ -591,7 +607,7 @@ class PoolState:
         self._max_uses = options.max_uses or _UNLIMITED
         io = Io()
         while self.idle and len(self.slots) > options.max_size:
-            self._remove(self.idle.popleft(), io)
+            self._remove(self.idle.popleft(), io, "resized")
         io.wake = True
         return io
 
@@ -601,7 +617,7 @@ class PoolState:
         io = Io()
         while self.idle:
             self.n_expired += 1
-            self._remove(self.idle.popleft(), io)
+            self._remove(self.idle.popleft(), io, "drained")
         io.wake = True
         return io
 
@@ -614,7 +630,7 @@ class PoolState:
         while self.waiters:
             io.to_fail(self.waiters.popleft(), PoolClosed("the pool was closed"))
         while self.idle:
-            self._remove(self.idle.popleft(), io)
+            self._remove(self.idle.popleft(), io, "closed")
         return io
 
     def owns(self, conn: Any) -> Slot | None:
@@ -623,6 +639,7 @@ class PoolState:
 
     def stats(self) -> dict[str, int | float]:
         """A snapshot of sizes and counters (times in milliseconds)."""
+        zeros = self.n_acquired - self.n_waited  # served at once: waited 0
         return {
             "size": len(self.slots),
             "idle": len(self.idle),
@@ -634,10 +651,13 @@ class PoolState:
             "acquired": self.n_acquired,
             "waited": self.n_waited,
             "wait_ms": round(self.wait_time * 1000.0, 3),
+            "wait_p50_ms": round(self.waits.quantile(0.5, zeros) * 1000.0, 3),
+            "wait_p99_ms": round(self.waits.quantile(0.99, zeros) * 1000.0, 3),
             "usage_ms": round(self.usage_time * 1000.0, 3),
             "timeouts": self.n_timeouts,
             "rejected": self.n_rejected,
             "connections_created": self.n_created,
+            "connect_ms": round(self.connect_time * 1000.0, 3),
             "connections_failed": self.n_connect_failed,
             "connections_lost": self.n_lost,
             "connections_expired": self.n_expired,
@@ -682,6 +702,7 @@ class PoolState:
         self.n_acquired += 1
         self.n_waited += 1
         self.wait_time += now - waiter.since
+        self.waits.add(now - waiter.since)
 
     def _suspect_older(self) -> None:
         self.epoch += 1
@@ -691,7 +712,12 @@ class PoolState:
         self.epoch += 1
         self.discard_below = self.validate_below = self.epoch
 
-    def _remove(self, slot: Slot, io: Io) -> Io:
+    def _expiry_reason(self, slot: Slot) -> str:
+        """Why a healthy connection is retired: drained, or worn out."""
+        return "drained" if slot.epoch < self.discard_below else "expired"
+
+    def _remove(self, slot: Slot, io: Io, reason: str) -> Io:
+        slot.reason = reason
         del self.slots[id(slot.conn)]
         io.to_close(slot)
         io.wake = io.wake or bool(self._wanted())
