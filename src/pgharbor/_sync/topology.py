@@ -17,7 +17,9 @@ A dedicated session is what makes failover quick and the probe honest: a pool
 busy with user queries would make a healthy node look dead (the probe would
 queue behind them), and a server that went away is seen on the first query of
 the probe's own session, not after the pool's connect retries time out. It
-costs one session per node. Every probe step is bounded by ``probe_timeout``.
+costs one session per node. Every probe step is bounded by ``probe_timeout``:
+the query by a `_Watchdog` that cuts the session's socket, because a node that
+is paused or blackholed answers no cancel request either.
 
 Decisions are the `Router`'s: this shell only runs the probe, hands results
 in under its lock, and does the logging.
@@ -25,7 +27,11 @@ in under its lock, and does the logging.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import socket
+import threading
 from collections.abc import Callable, Mapping
 from functools import partial
 from time import monotonic
@@ -370,9 +376,19 @@ class Topology:
                 node.conn = driver.connect(params, self.probe_timeout)
             if node.queries is None:
                 node.queries = get_queries(driver.name)
-            row = node.queries.fetchrow(
-                node.conn, PROBE_SQL, None, max(0.01, deadline - monotonic())
-            )
+            # No statement timeout: it would cancel through a new connection,
+            # which a hung node does not answer either (see `_Watchdog`).
+            watchdog = _Watchdog(driver, node.conn, max(0.01, deadline - monotonic()), node.name)
+            late = f"no answer to the role probe within {self.probe_timeout:.2f} s"
+            try:
+                row = node.queries.fetchrow(node.conn, PROBE_SQL, None, None)
+            except BaseException as exc:
+                # The cut surfaces as a lost connection: say what happened.
+                if watchdog.stop() and isinstance(exc, Exception):
+                    raise TimeoutError(late) from exc
+                raise
+            if watchdog.stop():
+                raise TimeoutError(late)
             if row is None:
                 raise ConnectionFailed("the role probe returned no row")
         except Exception as exc:
@@ -449,6 +465,65 @@ class Topology:
         if node is None or node.pool is not pool:
             raise ValueError(f"{pool!r} is not a pool of topology {self.name!r}")
         return node
+
+
+class _Watchdog:
+    """Cuts a probe session's socket if its query outlives the probe's bound.
+
+    A statement timeout is no bound against a node that is paused (SIGSTOP)
+    or behind a partition: the cancel request goes over a *new* connection
+    that such a node does not answer either, so psycopg waits out its own
+    cancel and drain timeouts (10 s) and a blocking connection waits for
+    ever. Shutting the socket down makes the blocked read see EOF at once,
+    in either flavour and with any driver; the session is thrown away.
+    """
+
+    __slots__ = ("_armed", "_conn", "_driver", "_lock", "_timer", "fired")
+
+    def __init__(self, driver: Any, conn: Any, delay: float, name: str) -> None:
+        self._driver = driver
+        self._conn = conn
+        # "Still running?" and "cut it" are one step: once `stop` has
+        # returned, the session is never cut behind the caller's back.
+        self._lock = threading.Lock()
+        self._armed = True
+        self.fired = False
+        if False:  # ASYNC
+            self._timer: Any = asyncio.get_running_loop().call_later(delay, self._fire)
+        else:
+            self._timer = threading.Timer(delay, self._fire)
+            self._timer.name = f"pgharbor-RoleProbe-{name}-watchdog"
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if not self._armed:
+                return
+            self.fired = True
+            _sever(self._driver, self._conn)
+
+    def stop(self) -> bool:
+        """Disarm; whether the bound passed (the session is then unusable)."""
+        with self._lock:
+            self._armed = False
+        self._timer.cancel()
+        return self.fired
+
+
+def _sever(driver: Any, conn: Any) -> None:
+    """Shut ``conn``'s socket down from any thread; never raises."""
+    try:
+        fileno = getattr(conn, "fileno", None)  # psycopg, psycopg2
+        if fileno is None:
+            driver.terminate(conn)  # asyncpg: aborts the transport (we are on its loop)
+            return
+        # A duplicate descriptor: shutdown() acts on the socket both share,
+        # and closing the duplicate leaves the driver's descriptor alone.
+        with socket.socket(fileno=os.dup(fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except Exception as exc:
+        logger.debug("could not cut a probe session: %s", exc)
 
 
 _ROUTER_OPTIONS = frozenset(
