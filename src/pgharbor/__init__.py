@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from pgharbor._async.pool import AsyncPool
     from pgharbor._policy.backoff import Backoff
     from pgharbor._policy.breaker import BreakerOptions
+    from pgharbor._policy.health import Alerts, DatabaseHealth, HealthReport, HealthThresholds
     from pgharbor._policy.options import PoolOptions
     from pgharbor._policy.retry import RetryPolicy
     from pgharbor._sync.database import Database, Transaction
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from pgharbor.checks import CheckReport, DatabaseCheck
     from pgharbor.config import DatabaseSettings, HarborSettings, load_settings
     from pgharbor.drivers.query import Isolation, Row
+    from pgharbor.metrics import Event, MetricsSink
     from pgharbor.errors import (
         AuthenticationFailed,
         CircuitOpen,
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Alerts",
     "AsyncDatabase",
     "AsyncDatabaseManager",
     "AsyncPool",
@@ -58,12 +61,17 @@ __all__ = [
     "ConnectionFailed",
     "Database",
     "DatabaseCheck",
+    "DatabaseHealth",
     "DatabaseManager",
     "DatabaseSettings",
+    "Event",
     "HarborError",
     "HarborSettings",
+    "HealthReport",
+    "HealthThresholds",
     "InsufficientPrivileges",
     "Isolation",
+    "MetricsSink",
     "NoAvailableServer",
     "Pool",
     "PoolClosed",
@@ -81,7 +89,14 @@ __all__ = [
 ]
 
 _ERRORS = "pgharbor.errors"
+_HEALTH = "pgharbor._policy.health"
 _HOMES = {
+    "Alerts": _HEALTH,
+    "DatabaseHealth": _HEALTH,
+    "Event": "pgharbor.metrics",
+    "HealthReport": _HEALTH,
+    "HealthThresholds": _HEALTH,
+    "MetricsSink": "pgharbor.metrics",
     "AsyncDatabase": "pgharbor._async.database",
     "AsyncDatabaseManager": "pgharbor._async.manager",
     "AsyncPool": "pgharbor._async.pool",

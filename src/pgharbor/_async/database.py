@@ -18,15 +18,18 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .._acompat import AOp, AStrFactory, aensure, asleep
+from .._policy.health import DatabaseHealth
 from .._policy.retry import RetryPolicy
 from .._policy.routing import Route
 from .._policy.sqlstate import sqlstate_of
+from .._querylog import QueryLog
 from ..config import DatabaseSettings
 from ..drivers import get_async_queries
 from ..drivers.base import ConnStatus
 from ..drivers.query import AsyncQueries, Isolation, Row
 from ..errors import CommitOutcomeUnknown, ConfigError, NoAvailableServer
 from ..facts import ServerFacts, read_facts_async, sizing_warnings, to_dollar
+from ..metrics import Event as PoolEvent
 from ..privileges import (
     PrivilegeReport,
     Requirement,
@@ -98,6 +101,7 @@ class AsyncDatabase:
             values["conninfo"] = conninfo
             minimum = fixed.minimum_version
             policy = policy or fixed.retry_policy()
+            observed = fixed
         else:
             if settings is None:
                 settings = DatabaseSettings(url=conninfo or None, **options)
@@ -106,7 +110,10 @@ class AsyncDatabase:
             values = settings.pool_kwargs(name)
             minimum = settings.minimum_version
             policy = policy or settings.retry_policy()
+            observed = settings
         values.update(extra)
+        if name is not None:
+            values.setdefault("labels", {"database": name})
         values.setdefault("minimum_version", minimum)
         self.settings = settings
         #: When statements and transactions are tried again (see `RetryPolicy`).
@@ -125,6 +132,7 @@ class AsyncDatabase:
             self.driver, prepared_statements=values.get("prepared_statements", True)
         )
         self._facts: ServerFacts | None = None
+        self._log = QueryLog(self.name, observed.slow_query, observed.log_parameters)
 
     @staticmethod
     def _make_topology(
@@ -146,6 +154,7 @@ class AsyncDatabase:
             )
             kwargs = {**values, **node_settings.pool_kwargs(f"{base}-{node}")}
             kwargs["name"] = f"{base}-{node}"
+            kwargs["labels"] = {**kwargs.get("labels", {}), "database": base, "node": node}
             nodes[node] = kwargs["conninfo"]
             per_node[node] = kwargs
         return AsyncTopology(
@@ -249,13 +258,62 @@ class AsyncDatabase:
         return self._pool_for(route).connection(timeout)
 
     def stats(self) -> dict[str, int | float]:
-        """The stats of the pool writes go to (see `topology` for every node)."""
+        """The stats of the pool writes go to (see `topology` for every node),
+        and the database's statement counters: ``queries``, ``queries_failed``,
+        ``queries_slow`` and ``query_ms`` (total time)."""
+        pool_stats: dict[str, int | float] = {}
         if self._pool is not None:
-            return self._pool.stats()
+            pool_stats = self._pool.stats()
+        else:
+            try:
+                pool_stats = self.pool.stats()
+            except NoAvailableServer:
+                pass
+        return {**pool_stats, **self._log.stats()}
+
+    def pools(self) -> list[AsyncPool]:
+        """Every pool of this database: one, or one per node."""
+        if self._topology is not None:
+            return self._topology.pools()
+        assert self._pool is not None
+        return [self._pool]
+
+    def on(self, event: str, fn: Callable[[PoolEvent], Any]) -> Callable[[], None]:
+        """Call ``fn(event)`` on ``event`` in any of this database's pools (see
+        `AsyncPool.on`; ``query`` events come from statements run here).
+        Returns a function that unregisters it."""
+        removers = [pool.on(event, fn) for pool in self.pools()]
+
+        def remove() -> None:
+            for r in removers:
+                r()
+
+        return remove
+
+    def health(self) -> DatabaseHealth:
+        """Health of every endpoint (see `AsyncPool.health`). The database is
+        healthy when the node writes go to is; an unhealthy replica is listed
+        among the reasons without making the database unhealthy."""
+        reports = [pool.health() for pool in self.pools()]
+        reasons: list[str] = []
         try:
-            return self.pool.stats()
-        except NoAvailableServer:
-            return {}
+            writer = self.pool
+        except NoAvailableServer as exc:
+            writer = None
+            reasons.append(str(exc))
+        healthy = writer is not None
+        for pool, report in zip(self.pools(), reports, strict=True):
+            if not report.healthy:
+                reasons.extend(f"{report.name}: {why}" for why in report.reasons)
+                if pool is writer:
+                    healthy = False
+        return DatabaseHealth(
+            name=self.name,
+            healthy=healthy,
+            reasons=tuple(reasons),
+            endpoints=tuple(reports),
+            queries=self._log.stats(),
+        )
 
     # -- queries -------------------------------------------------------------
 
@@ -357,7 +415,14 @@ class AsyncDatabase:
             pool = self._pool_for(route)
             try:
                 async with pool.connection() as conn:
-                    return await op(conn, query, params, timeout)
+                    started = monotonic()
+                    try:
+                        result = await op(conn, query, params, timeout)
+                    except Exception as exc:
+                        self._log.done(pool, query, params, started, error=exc)
+                        raise
+                    self._log.done(pool, query, params, started, result)
+                    return result
             except Exception as exc:
                 self._failed(pool, exc)
                 now = monotonic()
@@ -596,23 +661,23 @@ class AsyncTransaction:
         self, query: str, params: Any = None, *, timeout: float | None = None
     ) -> list[Row]:
         """All rows of ``query`` inside the transaction."""
-        return await self._db._q.fetch(self.conn, query, params, timeout)
+        return await self._timed(self._db._q.fetch, query, params, timeout)
 
     async def fetchrow(
         self, query: str, params: Any = None, *, timeout: float | None = None
     ) -> Row | None:
         """The first row, or None."""
-        return await self._db._q.fetchrow(self.conn, query, params, timeout)
+        return await self._timed(self._db._q.fetchrow, query, params, timeout)
 
     async def fetchval(
         self, query: str, params: Any = None, *, timeout: float | None = None
     ) -> Any:
         """The first column of the first row, or None."""
-        return await self._db._q.fetchval(self.conn, query, params, timeout)
+        return await self._timed(self._db._q.fetchval, query, params, timeout)
 
     async def execute(self, query: str, params: Any = None, *, timeout: float | None = None) -> int:
         """Run a statement; rows affected."""
-        return await self._db._q.execute(self.conn, query, params, timeout)
+        return await self._timed(self._db._q.execute, query, params, timeout)
 
     async def executemany(
         self, query: str, params_seq: Iterable[Any], *, timeout: float | None = None
@@ -631,3 +696,13 @@ class AsyncTransaction:
     ) -> int:
         """COPY ``records`` into ``table`` inside the transaction."""
         return await self._db._q.copy_records(self.conn, table, records, columns, schema, timeout)
+
+    async def _timed(self, op: AOp[T], query: str, params: Any, timeout: float | None) -> T:
+        started = monotonic()
+        try:
+            result = await op(self.conn, query, params, timeout)
+        except Exception as exc:
+            self._db._log.done(self._pool, query, params, started, error=exc)
+            raise
+        self._db._log.done(self._pool, query, params, started, result)
+        return result

@@ -246,6 +246,9 @@ class DatabaseSettings(_Strict):
     minimum_version: Count = 13
     retry: RetrySettings = Field(default_factory=RetrySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    # -- observability -----------------------------------------------------------
+    slow_query: OptionalSeconds = None
+    log_parameters: Flag = False
 
     _URLS: ClassVar[tuple[str, ...]] = ("url", "primary")
 

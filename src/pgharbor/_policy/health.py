@@ -22,6 +22,7 @@ __all__ = [
     "KINDS",
     "AlertMonitor",
     "Alerts",
+    "DatabaseHealth",
     "HealthReport",
     "HealthThresholds",
     "HealthWindow",
@@ -295,3 +296,25 @@ class AlertMonitor:
         if limit is None:
             return None
         return self.update("slow_response", seconds > limit)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseHealth:
+    """The health of one database: a verdict over its endpoints (one pool, or
+    one per node), each endpoint's report, and the statement counters."""
+
+    name: str
+    healthy: bool
+    reasons: tuple[str, ...]
+    endpoints: tuple[HealthReport, ...]
+    queries: dict[str, int | float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "name": self.name,
+            "healthy": self.healthy,
+            "reasons": list(self.reasons),
+            "endpoints": [e.to_dict() for e in self.endpoints],
+            "queries": dict(self.queries),
+        }

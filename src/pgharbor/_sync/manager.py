@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from types import TracebackType
 from typing import Any
 
 from .._acompat import run_all
+from .._policy.health import DatabaseHealth
 from ..checks import CheckReport, DatabaseCheck
 from ..errors import ConfigError
+from ..metrics import Event as PoolEvent
 from ..privileges import Requirement
 from ..version import MINIMUM_SUPPORTED
 from .database import Database
@@ -149,6 +151,22 @@ class DatabaseManager:
     def stats(self) -> dict[str, dict[str, int | float]]:
         """Each database's pool stats, by name."""
         return {name: db.stats() for name, db in self._dbs.items()}
+
+    def health(self) -> dict[str, DatabaseHealth]:
+        """Each database's health (every endpoint of each), by name. No I/O:
+        the reports come from what the pools recorded."""
+        return {name: db.health() for name, db in self._dbs.items()}
+
+    def on(self, event: str, fn: Callable[[PoolEvent], Any]) -> Callable[[], None]:
+        """Call ``fn(event)`` on ``event`` in every pool of every database
+        (see `Pool.on`). Returns a function that unregisters it."""
+        removers = [db.on(event, fn) for db in self._dbs.values()]
+
+        def remove() -> None:
+            for r in removers:
+                r()
+
+        return remove
 
     def check(
         self,
