@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import sys
@@ -27,7 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._conninfo import describe, parse_conninfo, redact, secrets_of
-from ..errors import ConfigError
+from ..errors import ConfigError, HarborError, PoolTimeout
 from .bench_run import Plan, Progress, run_async, run_threads
 from .bench_stats import BenchReport
 
@@ -52,7 +53,7 @@ def bench(
         typer.Option(
             "--workers",
             "-w",
-            help="Concurrent workers; repeat for one step each.  [default: 1, 4, 16]",
+            help="Concurrent workers; repeat for one step each (default: 1, 4, 16).",
             show_default=False,
         ),
     ] = None,
@@ -217,16 +218,16 @@ def _run(plan: Plan, where: str, err: Console, show_progress: bool) -> BenchRepo
     cannot be used at all."""
     mode = "threads" if plan.threads else "asyncio"
     try:
-        with _progress_bar(plan, err, show_progress) as progress:
+        with _quiet_pool_logs(), _progress_bar(plan, err, show_progress) as progress:
             runner = run_threads if plan.threads else run_async
             version, steps = runner(plan, progress)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(code=130) from None
     except Exception as exc:
-        # Pool errors are password-free already; driver errors may quote the DSN.
-        text = redact(f"{type(exc).__name__}: {exc}", plan.secrets)
-        err.print(f"[red]error:[/red] bench against {escape(where)} failed: {escape(text)}")
+        err.print(
+            f"[red]error:[/red] {escape(_one_line(exc, where, plan.secrets))}", soft_wrap=True
+        )
         raise typer.Exit(code=1) from None
     return BenchReport(
         target=where,
@@ -238,6 +239,31 @@ def _run(plan: Plan, where: str, err: Console, show_progress: bool) -> BenchRepo
         duration=plan.duration,
         steps=steps,
     )
+
+
+def _one_line(exc: Exception, where: str, secrets: list[str]) -> str:
+    """Why the run failed, on one line, naming the target, without secrets."""
+    # A pool that could not open says so at length; its cause, the last
+    # connect error, is the useful part.
+    cause = exc.__cause__ if isinstance(exc, PoolTimeout) else None
+    reason = cause if isinstance(cause, HarborError) else exc
+    # Pool errors are password-free already; driver errors may quote the DSN.
+    text = " ".join(redact(f"{type(reason).__name__}: {reason}", secrets).split())
+    return text if where in text else f"bench against {where} failed: {text}"
+
+
+@contextlib.contextmanager
+def _quiet_pool_logs() -> Iterator[None]:
+    """Keep the pools' warnings (each failed connection attempt...) off the
+    terminal: without a handler of its own, logging prints them to stderr,
+    and the run's outcome says what matters once."""
+    logger = logging.getLogger("pgharbor")
+    handler = logging.NullHandler()
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 @contextlib.contextmanager

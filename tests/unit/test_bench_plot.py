@@ -1,0 +1,129 @@
+"""``pgharbor bench`` without a server: the figure, and the numbers behind it."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from pgharbor._cli._plot import build_figure, series_labels, write_png
+from pgharbor._cli.bench_stats import BenchReport, Histogram, Point, Recorder, StepResult
+
+pytest.importorskip("matplotlib")
+np = pytest.importorskip("numpy")
+
+
+def _step(workers: int, base_ms: float) -> StepResult:
+    timeline = [Point(t=t * 0.2, ops=100, p50_ms=base_ms, p99_ms=base_ms * 3) for t in range(5)]
+    return StepResult(
+        workers=workers,
+        seconds=1.0,
+        ops=500,
+        ops_per_s=500.0 * workers**0.5,
+        p50_ms=base_ms,
+        p95_ms=base_ms * 2,
+        p99_ms=base_ms * 3,
+        max_ms=base_ms * 5,
+        errors=0,
+        first_error=None,
+        waited=0,
+        wait_ms=0.0,
+        timeline=timeline,
+    )
+
+
+def _report(*steps: StepResult) -> BenchReport:
+    return BenchReport(
+        target="db.example:5432/app as alice",
+        driver="psycopg",
+        mode="asyncio",
+        server_version="16.4",
+        pool_size=5,
+        query="SELECT 1",
+        duration=1.0,
+        steps=list(steps),
+    )
+
+
+def test_figure_has_a_labelled_line_per_series() -> None:
+    """Throughput on the left; p50 and p99 per worker count on the right,
+    the same colour for one worker count."""
+    report = _report(_step(1, 0.2), _step(4, 0.6), _step(16, 3.0))
+    fig = build_figure(report)
+    left, right = fig.axes[:2]
+    assert [line.get_label() for line in left.get_lines()] == ["throughput"]
+    ys = np.asarray(left.get_lines()[0].get_ydata(), dtype=float).tolist()
+    assert ys == [s.ops_per_s for s in report.steps]
+    assert [t.get_text() for t in left.get_xticklabels()] == ["1", "4", "16"]
+    labels = [line.get_label() for line in right.get_lines()]
+    assert labels == ["p50 W=1", "p99 W=1", "p50 W=4", "p99 W=4", "p50 W=16", "p99 W=16"]
+    assert series_labels(report) == ["throughput", *labels]
+    lines = right.get_lines()
+    assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
+    assert right.get_yscale() == "log"  # 0.2 ms to 9 ms: a wide spread
+
+
+def test_figure_keeps_a_linear_scale_for_close_latencies() -> None:
+    """A log axis only when latencies span more than a factor of 20."""
+    fig = build_figure(_report(_step(1, 1.0), _step(2, 1.5)))
+    assert fig.axes[1].get_yscale() == "linear"
+
+
+def test_png_metadata_names_the_series(tmp_path: Path) -> None:
+    """write_png stores the title and the series names in the PNG's text."""
+    from PIL import Image
+
+    report = _report(_step(2, 0.5))
+    path = tmp_path / "b.png"
+    write_png(report, str(path))
+    with Image.open(path) as image:
+        text = dict(image.text)  # type: ignore[attr-defined]
+    assert text["Title"] == "pgharbor bench"
+    assert json.loads(text["Description"])["series"] == ["throughput", "p50 W=2", "p99 W=2"]
+
+
+# -- the numbers behind the plot ---------------------------------------------------
+
+
+def test_histogram_percentiles_are_within_two_percent() -> None:
+    """Log buckets: every percentile within 2 % of the exact nearest rank."""
+    rng = random.Random(7)
+    samples = [rng.lognormvariate(math.log(0.0005), 0.8) for _ in range(20_000)]
+    hist = Histogram()
+    for s in samples:
+        hist.add(s)
+    ordered = sorted(samples)
+    for q in (0.5, 0.9, 0.95, 0.99, 0.999):
+        exact = ordered[math.ceil(q * len(ordered)) - 1]
+        assert hist.percentile(q) == pytest.approx(exact, rel=0.02)
+    assert hist.max == ordered[-1] and hist.min == ordered[0]
+    assert hist.count == len(samples)
+
+
+def test_histogram_percentiles_are_ordered_and_bounded() -> None:
+    """p50 <= p99 <= max even with one sample; an empty histogram says 0."""
+    assert Histogram().percentile(0.5) == 0.0
+    one = Histogram()
+    one.add(0.00123)
+    assert one.percentile(0.5) == one.percentile(0.99) == one.max == 0.00123
+
+
+def test_recorders_merge_into_a_timeline() -> None:
+    """Operations land in the interval they started in; errors are counted
+    and the first one kept."""
+    from pgharbor._cli.bench_stats import summarize
+
+    a, b = Recorder(100.0, 0.5), Recorder(100.0, 0.5)
+    a.add(100.1, 0.001)
+    b.add(100.2, 0.003)
+    b.add(100.7, 0.002)
+    a.error("boom")
+    a.error("again")
+    step = summarize(2, [a, b], 1.0, {"waited": 3, "wait_ms": 1.5}, {"waited": 5, "wait_ms": 4.0})
+    assert (step.ops, step.ops_per_s, step.errors, step.first_error) == (3, 3.0, 2, "boom")
+    assert (step.waited, step.wait_ms) == (2, 2.5)
+    assert [(p.t, p.ops) for p in step.timeline] == [(0.0, 2), (0.5, 1)]
+    assert step.max_ms == 3.0 and step.p50_ms <= step.p99_ms <= step.max_ms
