@@ -76,6 +76,7 @@ def build_figure(report: BenchReport) -> Figure:
             f"{rate:,.0f}", (x, rate), textcoords="offset points", xytext=(0, 6), ha="center"
         )
     throughput.set_xticks(xs, [str(step.workers) for step in report.steps])
+    throughput.margins(x=0.12)  # room for the end points' annotations
     throughput.set_xlabel("workers")
     throughput.set_ylabel("ops/s")
     throughput.set_ylim(bottom=0, top=max(rates, default=1.0) * 1.15 or 1.0)
