@@ -8,6 +8,7 @@ the driver's native connection. Names are imported on first use, so that
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -44,6 +45,10 @@ if TYPE_CHECKING:
     from pgharbor.version import ServerVersion
 
 __version__ = "0.1.0.dev0"
+
+# A library leaves handlers to the application; without one configured,
+# pgharbor's warnings are not printed on stderr by Python's last resort.
+logging.getLogger("pgharbor").addHandler(logging.NullHandler())
 
 __all__ = [
     "Alerts",

@@ -15,6 +15,8 @@ import threading
 from time import monotonic
 from typing import Any, Final
 
+from ._policy.sqlstate import sqlstate_of
+
 __all__ = ["QueryLog"]
 
 logger = logging.getLogger("pgharbor.query")
@@ -33,6 +35,22 @@ def _rows(result: Any) -> int | None:
     if isinstance(result, int):
         return result
     return None
+
+
+#: SQLSTATE classes that say something about the server or the connection (not
+#: about the statement): connection exceptions, insufficient resources,
+#: operator intervention, system errors, internal errors.
+_SERVER_CLASSES: Final = frozenset({"08", "53", "57", "58", "XX"})
+
+
+def server_fault(error: BaseException) -> bool:
+    """Whether a statement's error reflects on the endpoint's health. A syntax
+    error, a constraint violation or a serialization failure is the
+    statement's business; a lost connection, a timeout or a shutdown is not."""
+    code = sqlstate_of(error)
+    if code is None:
+        return True  # no server verdict: connection lost, client-side timeout...
+    return code[:2] in _SERVER_CLASSES
 
 
 def _clip(text: str, limit: int) -> str:
@@ -71,7 +89,7 @@ class QueryLog:
             self.total += seconds
             if error is not None:
                 self.errors += 1
-        pool._record_query(seconds, error)
+        pool._record_query(seconds, error, error is not None and server_fault(error))
         if self.slow is not None and seconds >= self.slow:
             with self._lock:
                 self.n_slow += 1

@@ -502,11 +502,12 @@ class Pool:
         if self._alerts is not None:
             self._alert(self._alerts.response(now - started), "slow_response")
 
-    def _record_query(self, seconds: float, error: BaseException | None) -> None:
-        """A `Database` statement on this pool's connection finished."""
-        text = None if error is None else self._safe(error)
+    def _record_query(self, seconds: float, error: BaseException | None, fault: bool) -> None:
+        """A `Database` statement on this pool's connection finished; ``fault``:
+        its error reflects on the endpoint (see `pgharbor._querylog.server_fault`)."""
+        text = self._safe(error) if fault and error is not None else None
         with self._lock:
-            self._health.record(monotonic(), "query", error is None, seconds, text)
+            self._health.record(monotonic(), "query", not fault, seconds, text)
         if self._obs is not None:
             self._obs.query(seconds, error)
         if self._alerts is not None:
