@@ -35,13 +35,25 @@ __all__ = ["CANDIDATES", "DB", "SAFETY", "Candidate", "P", "Target", "pgharbor_c
 P = 5
 
 #: "Every safety feature on": validation window (default 0.5 s), a lifetime,
-#: leak detection and keepalive. (There is no metrics sink yet to switch on.)
+#: leak detection and keepalive. (Metrics are measured on their own: PROM.)
 SAFETY: dict[str, Any] = {
     "check_window": 0.5,
     "max_lifetime": 600.0,
     "leak_threshold": 60.0,
     "keepalive": 120.0,
 }
+
+#: The Prometheus sink on (a fresh registry per pool opened).
+PROM = "pgharbor+prometheus"
+
+
+def _prometheus() -> dict[str, Any]:
+    from prometheus_client import CollectorRegistry
+
+    from pgharbor.metrics.prometheus import PrometheusSink
+
+    return {"metrics": PrometheusSink(CollectorRegistry())}
+
 
 Kind = Literal["raw", "sync", "async", "call", "pgbench"]
 
@@ -142,21 +154,27 @@ async def _raw_asyncpg(t: Target) -> AsyncIterator[list[Any]]:
 # -- pgharbor ---------------------------------------------------------------------
 
 
-def _pgharbor_sync(driver: str, **options: Any) -> Callable[[Target], Any]:
+def _pgharbor_sync(
+    driver: str, extra: Callable[[], dict[str, Any]] | None = None, **options: Any
+) -> Callable[[Target], Any]:
     @contextmanager
     def opener(t: Target) -> Iterator[Any]:
         pool_cls = pgharbor_class("Pool")
-        with pool_cls(t.conninfo, driver=driver, min_size=P, max_size=P, **options) as pool:
+        opts = {**options, **(extra() if extra else {})}
+        with pool_cls(t.conninfo, driver=driver, min_size=P, max_size=P, **opts) as pool:
             yield pool.connection
 
     return opener
 
 
-def _pgharbor_async(driver: str, **options: Any) -> Callable[[Target], Any]:
+def _pgharbor_async(
+    driver: str, extra: Callable[[], dict[str, Any]] | None = None, **options: Any
+) -> Callable[[Target], Any]:
     @asynccontextmanager
     async def opener(t: Target) -> AsyncIterator[Any]:
         pool_cls = pgharbor_class("AsyncPool")
-        async with pool_cls(t.conninfo, driver=driver, min_size=P, max_size=P, **options) as pool:
+        opts = {**options, **(extra() if extra else {})}
+        async with pool_cls(t.conninfo, driver=driver, min_size=P, max_size=P, **opts) as pool:
             yield pool.connection
 
     return opener
@@ -299,6 +317,7 @@ CANDIDATES: list[Candidate] = [
     Candidate("pgharbor", "psycopg", "sync", "psycopg", _pgharbor_sync("psycopg")),
     Candidate(DB, "psycopg", "call", "psycopg", _database("psycopg"), workloads=DB_WORKLOADS),
     Candidate("pgharbor+safety", "psycopg", "sync", "psycopg", _pgharbor_sync("psycopg", **SAFETY)),
+    Candidate(PROM, "psycopg", "sync", "psycopg", _pgharbor_sync("psycopg", _prometheus)),
     Candidate("psycopg_pool", "psycopg", "sync", "psycopg", _psycopg_pool(False), peer=True),
     Candidate("psycopg_pool+check", "psycopg", "sync", "psycopg", _psycopg_pool(True)),
     Candidate("sqlalchemy", "psycopg", "sync", "psycopg", _sqlalchemy(False)),
@@ -331,6 +350,14 @@ CANDIDATES: list[Candidate] = [
         "async",
         "psycopg",
         _pgharbor_async("psycopg", **SAFETY),
+        is_async=True,
+    ),
+    Candidate(
+        PROM,
+        "psycopg async",
+        "async",
+        "psycopg",
+        _pgharbor_async("psycopg", _prometheus),
         is_async=True,
     ),
     Candidate(
@@ -369,6 +396,9 @@ CANDIDATES: list[Candidate] = [
         "asyncpg",
         _pgharbor_async("asyncpg", **SAFETY),
         is_async=True,
+    ),
+    Candidate(
+        PROM, "asyncpg", "async", "asyncpg", _pgharbor_async("asyncpg", _prometheus), is_async=True
     ),
     Candidate("asyncpg.Pool", "asyncpg", "async", "asyncpg", _asyncpg_pool, True, peer=True),
     # context: the C client
