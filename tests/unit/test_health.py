@@ -156,7 +156,7 @@ def test_hooks_must_be_plain_functions() -> None:
 
     pool = AsyncPool("host=127.0.0.1 port=1", min_size=0)
     with pytest.raises(ConfigError, match="plain function"):
-        pool.on("acquire", coro)  # type: ignore[arg-type]
+        pool.on("acquire", coro)
     with pytest.raises(ConfigError, match="callable"):
         pool.on("acquire", 42)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="metrics"):
