@@ -113,17 +113,19 @@ def test_histogram_percentiles_are_ordered_and_bounded() -> None:
 
 def test_recorders_merge_into_a_timeline() -> None:
     """Operations land in the interval they started in; errors are counted
-    and the first one kept."""
+    and the first one kept, on one line and without secrets."""
     from pgharbor._cli.bench_stats import summarize
 
     a, b = Recorder(100.0, 0.5), Recorder(100.0, 0.5)
     a.add(100.1, 0.001)
     b.add(100.2, 0.003)
     b.add(100.7, 0.002)
-    a.error("boom")
-    a.error("again")
-    step = summarize(2, [a, b], 1.0, {"waited": 3, "wait_ms": 1.5}, {"waited": 5, "wait_ms": 4.0})
-    assert (step.ops, step.ops_per_s, step.errors, step.first_error) == (3, 3.0, 2, "boom")
+    a.error(ValueError("boom: password=hunter2\n  at line 1"))
+    a.error(ValueError("again"))
+    before, after = {"waited": 3, "wait_ms": 1.5}, {"waited": 5, "wait_ms": 4.0}
+    step = summarize(2, [a, b], 1.0, before, after, secrets=["hunter2"])
+    assert (step.ops, step.ops_per_s, step.errors) == (3, 3.0, 2)
+    assert step.first_error == "ValueError: boom: password=*** at line 1"
     assert (step.waited, step.wait_ms) == (2, 2.5)
     assert [(p.t, p.ops) for p in step.timeline] == [(0.0, 2), (0.5, 1)]
     assert step.max_ms == 3.0 and step.p50_ms <= step.p99_ms <= step.max_ms

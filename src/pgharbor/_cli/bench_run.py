@@ -14,10 +14,10 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from .._conninfo import redact
 from .bench_stats import Recorder, StepResult, summarize
 
 __all__ = ["Plan", "Progress", "run_async", "run_threads"]
@@ -29,7 +29,7 @@ _TICK = 0.1  # seconds between progress updates
 class Plan:
     """Everything a run needs, validated by the command."""
 
-    conninfo: str
+    conninfo: str = field(repr=False)  # may hold a password
     driver: str
     threads: bool
     workers: list[int]
@@ -40,7 +40,7 @@ class Plan:
     query: str
     timeout: float
     kwargs: dict[str, str]
-    secrets: list[str]
+    secrets: list[str] = field(repr=False)
 
 
 # Called with (step index, seconds measured so far, operations so far).
@@ -54,17 +54,6 @@ _VERSION_SQL = "SELECT split_part(current_setting('server_version'), ' ', 1)"
 
 def _quiet(elapsed: float, ops: int) -> None:
     """The warm-up's progress: not shown."""
-
-
-def _for_step(progress: Progress, index: int) -> Tick:
-    def tick(elapsed: float, ops: int) -> None:
-        progress(index, elapsed, ops)
-
-    return tick
-
-
-def _error_text(exc: BaseException, secrets: list[str]) -> str:
-    return redact(f"{type(exc).__name__}: {exc}".strip(), secrets)
 
 
 def _pool_options(plan: Plan) -> dict[str, Any]:
@@ -95,7 +84,7 @@ async def _async_worker(
                 await queries.execute(conn, sql, None, timeout)
         except Exception as exc:
             if rec is not None:
-                rec.error(_error_text(exc, plan.secrets))
+                rec.error(exc)
             continue
         if rec is not None:
             rec.add(began, time.perf_counter() - began)
@@ -140,12 +129,12 @@ async def _async_run(plan: Plan, progress: Progress) -> tuple[str | None, list[S
             await _async_phase(pool, queries, plan, workers, plan.warmup, _quiet)
             before = pool.stats()
             recs, seconds = await _async_phase(
-                pool, queries, plan, workers, plan.duration, _for_step(progress, index)
+                pool, queries, plan, workers, plan.duration, partial(progress, index)
             )
             after = pool.stats()
         finally:
             await pool.close()
-        steps.append(summarize(workers, recs, seconds, before, after))
+        steps.append(summarize(workers, recs, seconds, before, after, plan.secrets))
         progress(index, seconds, steps[-1].ops)
     return version, steps
 
@@ -164,16 +153,18 @@ def run_async(plan: Plan, progress: Progress) -> tuple[str | None, list[StepResu
 # -- threads -------------------------------------------------------------------
 
 
-def _thread_worker(pool: Any, queries: Any, plan: Plan, end: float, rec: Recorder | None) -> None:
-    """Loop until ``end``; record into ``rec`` (None: warm-up, record nothing)."""
+def _thread_worker(
+    pool: Any, queries: Any, plan: Plan, end: float, rec: Recorder | None, stop: threading.Event
+) -> None:
+    """Loop until ``end`` or ``stop``; record into ``rec`` (None: warm-up)."""
     sql, timeout = plan.query, plan.timeout
-    while (began := time.perf_counter()) < end:
+    while (began := time.perf_counter()) < end and not stop.is_set():
         try:
             with pool.connection(timeout) as conn:
                 queries.execute(conn, sql, None, timeout)
         except Exception as exc:
             if rec is not None:
-                rec.error(_error_text(exc, plan.secrets))
+                rec.error(exc)
             continue
         if rec is not None:
             rec.add(began, time.perf_counter() - began)
@@ -186,22 +177,31 @@ def _thread_phase(
     start = time.perf_counter()
     end = start + seconds
     recs = [Recorder(start, plan.interval) for _ in range(workers)]
+    stop = threading.Event()
     threads = [
         threading.Thread(
             target=_thread_worker,
-            args=(pool, queries, plan, end, rec),
+            args=(pool, queries, plan, end, rec, stop),
             name=f"pgharbor-bench-{i}",
             daemon=True,
         )
         for i, rec in enumerate(recs)
     ]
-    for t in threads:
-        t.start()
-    # The workers stop by themselves at ``end``; this thread only reports.
-    for t in threads:
-        while t.is_alive():
-            tick(time.perf_counter() - start, sum(r.ops for r in recs))
-            t.join(_TICK)
+    try:
+        for t in threads:
+            t.start()
+        # The workers stop by themselves at ``end``; this thread only reports.
+        for t in threads:
+            while t.is_alive():
+                tick(time.perf_counter() - start, sum(r.ops for r in recs))
+                t.join(_TICK)
+    finally:
+        # Only on an interrupt (Ctrl-C): stop the workers before the pool
+        # closes under them, or they would spin on PoolClosed until ``end``.
+        stop.set()
+        for t in threads:
+            if t.is_alive():
+                t.join(plan.timeout)
     return recs, time.perf_counter() - start
 
 
@@ -229,11 +229,11 @@ def run_threads(plan: Plan, progress: Progress) -> tuple[str | None, list[StepRe
             _thread_phase(pool, queries, plan, workers, plan.warmup, _quiet)
             before = pool.stats()
             recs, seconds = _thread_phase(
-                pool, queries, plan, workers, plan.duration, _for_step(progress, index)
+                pool, queries, plan, workers, plan.duration, partial(progress, index)
             )
             after = pool.stats()
         finally:
             pool.close()
-        steps.append(summarize(workers, recs, seconds, before, after))
+        steps.append(summarize(workers, recs, seconds, before, after, plan.secrets))
         progress(index, seconds, steps[-1].ops)
     return version, steps

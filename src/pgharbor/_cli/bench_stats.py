@@ -14,8 +14,11 @@ path, even with threads.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from .._conninfo import redact
 
 __all__ = ["BenchReport", "Histogram", "Point", "Recorder", "StepResult", "summarize"]
 
@@ -88,7 +91,7 @@ class Recorder:
         self.interval = interval
         self.intervals: dict[int, Histogram] = {}
         self.errors = 0
-        self.first_error: str | None = None
+        self.first_error: BaseException | None = None
 
     def add(self, began: float, latency: float) -> None:
         """Record an operation that started at ``began`` and took ``latency`` s."""
@@ -98,11 +101,12 @@ class Recorder:
             hist = self.intervals[index] = Histogram()
         hist.add(latency)
 
-    def error(self, text: str) -> None:
-        """Count a failed operation; the first message is kept for the report."""
+    def error(self, exc: BaseException) -> None:
+        """Count a failed operation; the first error is kept for the report
+        (formatted once, by `summarize`, not once per failure)."""
         self.errors += 1
         if self.first_error is None:
-            self.first_error = text
+            self.first_error = exc.with_traceback(None)  # no frames kept alive
 
     @property
     def ops(self) -> int:
@@ -162,6 +166,10 @@ class BenchReport:
         return asdict(self)
 
 
+def _error_text(exc: BaseException, secrets: Iterable[str]) -> str:
+    return " ".join(redact(f"{type(exc).__name__}: {exc}", secrets).split())
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
 
@@ -172,16 +180,18 @@ def summarize(
     seconds: float,
     stats_before: dict[str, int | float],
     stats_after: dict[str, int | float],
+    secrets: Iterable[str] = (),
 ) -> StepResult:
     """Merge the workers' recorders into one `StepResult`.
 
     ``seconds`` is the measured phase's wall time; the pool statistics before
     and after it give the acquisitions that had to wait and their total wait.
+    The first error's text has ``secrets`` (and any password) removed.
     """
     total = Histogram()
     by_interval: dict[int, Histogram] = {}
     errors = 0
-    first_error = None
+    first_error: BaseException | None = None
     interval = recorders[0].interval if recorders else 1.0
     for rec in recorders:
         errors += rec.errors
@@ -208,7 +218,7 @@ def summarize(
         p99_ms=_ms(total.percentile(0.99)),
         max_ms=_ms(total.max),
         errors=errors,
-        first_error=first_error,
+        first_error=_error_text(first_error, secrets) if first_error else None,
         waited=int(stats_after.get("waited", 0) - stats_before.get("waited", 0)),
         wait_ms=round(float(stats_after.get("wait_ms", 0) - stats_before.get("wait_ms", 0)), 3),
         timeline=timeline,
