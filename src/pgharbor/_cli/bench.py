@@ -83,7 +83,6 @@ def bench(
     threads = _check_driver(driver, sync)
     params = _check_target(target)
     err = Console(stderr=True, highlight=False)
-    out = err if as_json else Console(highlight=False)
 
     with contextlib.ExitStack() as stack:
         if target is None:
@@ -110,7 +109,7 @@ def bench(
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     else:
-        _render(report, out)
+        _render(report, Console(highlight=False))
     if plot:
         _write_plot(report, plot, err)
     _exit_on_failure(report, err)
