@@ -159,7 +159,6 @@ def test_bench_bad_target_exits_2_without_the_password() -> None:
     assert "SECRET" not in result.output and "TARGET" in result.output
 
 
-@pytest.mark.slow
 def test_bench_without_target_runs_on_an_embedded_server(tmp_path: Path) -> None:
     """With no target, bench starts a temporary server, runs, and cleans up."""
     proc = subprocess.run(
