@@ -24,6 +24,20 @@ __all__ = [
     "resolve_bindir",
 ]
 
+# Helper connections carry this name so they are easy to tell apart from the
+# sessions a test opens (and are ignored by the leak guard).
+HELPER_APP_NAME = "pgharbor-testing"
+
+
+def conf_value(value: str | int | float | bool) -> str:
+    """Render *value* for postgresql.conf (quoted string, or a bare number)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int | float):
+        return str(value)
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 _SERVER_USER = "postgres"
 _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 

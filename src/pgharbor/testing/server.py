@@ -20,9 +20,11 @@ from psycopg.abc import Params, QueryNoTemplate
 from psycopg.conninfo import make_conninfo
 
 from pgharbor.testing._binaries import (
+    HELPER_APP_NAME,
     _major_of,
     as_server_user,
     chown_to_server_user,
+    conf_value,
     pid_file_ready,
     resolve_bindir,
     run_tool,
@@ -37,6 +39,7 @@ from pgharbor.testing._cleanup import (
     signal_tree,
     track,
 )
+from pgharbor.testing._replication import Replication
 
 __all__ = ["PostgresServer", "ServerVersion", "TempDatabase"]
 
@@ -49,10 +52,6 @@ _STOP_SIGNALS: dict[str, int] = {
     "fast": signal.SIGINT,
     "immediate": signal.SIGQUIT,
 }
-
-# Helper connections carry this name so they are easy to tell apart from the
-# sessions a test opens (and are ignored by the leak guard).
-HELPER_APP_NAME = "pgharbor-testing"
 
 # Settings for speed and for replication tests. Durability is irrelevant for a
 # throwaway cluster; full_page_writes stays off too (pg_rewind needs it on the
@@ -122,15 +121,6 @@ class TempDatabase:
         return self.server.url(dbname=self.name, **params)
 
 
-def conf_value(value: str | int | float | bool) -> str:
-    """Render *value* for postgresql.conf (quoted string, or a bare number)."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, int | float):
-        return str(value)
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
 def _guc_text(value: str | int | float | bool) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -175,7 +165,7 @@ def target_url(
     return f"postgresql://{auth}@{host}:{port}/{db}{query}"
 
 
-class PostgresServer:
+class PostgresServer(Replication):
     """A private PostgreSQL cluster run from a temporary directory.
 
     Nothing happens until :meth:`start` (or ``with``): then the cluster is
@@ -216,9 +206,9 @@ class PostgresServer:
         self._log_offset = 0
         # Followers are the standbys streaming from us (for wait_for_replay);
         # owned servers are the ones we created and must clean up.
-        self._followers: list[PostgresServer] = []
-        self._owned: list[PostgresServer] = []
-        self._upstream: PostgresServer | None = None
+        self._followers = []
+        self._owned = []
+        self._upstream = None
         self._res = Resources("postgres")
         self._res.keep = keep
         self._finalizer = track(self, self._res)
@@ -611,204 +601,3 @@ class PostgresServer:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self!r} did not reload within {timeout}s")
             time.sleep(0.005)
-
-    # -- replication ----------------------------------------------------------
-
-    def is_in_recovery(self) -> bool:
-        """True on a standby (and during crash recovery)."""
-        return bool(self.execute("SELECT pg_is_in_recovery()")[0][0])
-
-    def add_replica(
-        self,
-        *,
-        settings: Mapping[str, str | int | float | bool] | None = None,
-        keep: bool | None = None,
-        timeout: float = 60.0,
-    ) -> PostgresServer:
-        """Clone this server with ``pg_basebackup`` and start a streaming standby.
-
-        The replica uses the same binaries, gets its own port and directory
-        and is cleaned up together with this server.
-
-        Args:
-            settings: Extra settings for the replica only.
-            keep: Keep its directory after cleanup (defaults to ours).
-            timeout: How long to wait for the replica to accept connections.
-        """
-        replica = PostgresServer(
-            bindir=self.bindir,
-            settings=settings,
-            keep=self._res.keep if keep is None else keep,
-        )
-        self._owned.append(replica)
-        replica._make_root()
-        replica._run(
-            "pg_basebackup",
-            "-D",
-            replica.data_dir,
-            "-R",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-            "--no-sync",
-            "-h",
-            self.host,
-            "-p",
-            str(self.port),
-            "-U",
-            "postgres",
-        )
-        if settings:
-            replica._append_settings(settings)
-        replica.start(timeout)
-        replica._follow(self)
-        return replica
-
-    def _follow(self, primary: PostgresServer) -> None:
-        if self._upstream is not None and self in self._upstream._followers:
-            self._upstream._followers.remove(self)
-        self._upstream = primary
-        primary._followers.append(self)
-
-    def wait_for_replay(self, replica: PostgresServer | None = None, timeout: float = 10.0) -> None:
-        """Block until *replica* (default: every running standby of ours) has
-        replayed all WAL this server has written so far.
-
-        Raises:
-            TimeoutError: A standby is still behind after *timeout* seconds.
-        """
-        lsn = self._flushed_lsn()
-        targets = [replica] if replica else [r for r in self._followers if r.is_running]
-        deadline = time.monotonic() + timeout
-        for target in targets:
-            if not _replayed(target, lsn, deadline):
-                raise TimeoutError(
-                    f"{target!r} did not replay {lsn} within {timeout}s\n" + target.log_tail(10)
-                )
-
-    def _flushed_lsn(self) -> str:
-        """Write a WAL record, flush it and return its end: a replay target.
-
-        The insert position is no good target: it can point past a page
-        header that no record has reached yet, so no standby ever "replays"
-        it. A transactional logical message is a real record after every
-        earlier one, and its synchronous commit flushes the WAL that the
-        server's asynchronous commits may still hold in buffers.
-        """
-        info = self.conninfo(
-            connect_timeout=5,
-            application_name=HELPER_APP_NAME,
-            options="-c synchronous_commit=on",
-        )
-        with psycopg.connect(info, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT pg_logical_emit_message(true, 'pgharbor', 'sync')::text"
-            ).fetchone()
-        assert row is not None
-        return str(row[0])
-
-    def promote(self, wait: bool = True, timeout: float = 30.0) -> None:
-        """Turn this standby into a primary (``pg_ctl promote``)."""
-        self._run(
-            "pg_ctl",
-            "promote",
-            "-D",
-            self.data_dir,
-            "-w" if wait else "-W",
-            "-t",
-            str(int(timeout)),
-            timeout=timeout + 5,
-        )
-        if self._upstream is not None and self in self._upstream._followers:
-            self._upstream._followers.remove(self)
-        self._upstream = None
-
-    def demote_to_standby_of(self, new_primary: PostgresServer, timeout: float = 30.0) -> None:
-        """Restart this server as a streaming standby of *new_primary*.
-
-        The usual failover epilogue: the old primary rejoins behind the
-        promoted replica. If its history diverged (it wrote WAL the new
-        primary never saw), it is rewound with ``pg_rewind`` first.
-
-        Raises:
-            RuntimeError: It could not follow even after a rewind.
-        """
-        self.stop("fast")
-        self._write_standby_config(new_primary)
-        self.start(timeout)
-        if self._follows(new_primary, min(timeout, 5.0)):
-            self._follow(new_primary)
-            return
-        self.stop("fast")
-        # pg_rewind copies changed blocks from a running source; without full
-        # page writes there a torn copy could never be repaired by replay.
-        new_primary.set("full_page_writes", True)
-        new_primary.execute("CHECKPOINT")
-        self._run(
-            "pg_rewind",
-            "-D",
-            self.data_dir,
-            f"--source-server={new_primary.conninfo()}",
-            "--no-sync",
-        )
-        # pg_rewind copied the source's config, including its old standby
-        # settings: point this one at the new primary again.
-        self._write_standby_config(new_primary)
-        self.start(timeout)
-        if not self._follows(new_primary, timeout):
-            raise RuntimeError(
-                f"{self!r} does not follow {new_primary!r} even after pg_rewind\n"
-                + self.log_tail(20)
-            )
-        self._follow(new_primary)
-
-    def _write_standby_config(self, primary: PostgresServer) -> None:
-        auto = Path(self.data_dir, "postgresql.auto.conf")
-        kept = [
-            line
-            for line in auto.read_text().splitlines()
-            if not line.lstrip().startswith(("primary_conninfo", "primary_slot_name"))
-        ]
-        info = primary.conninfo(application_name=f"standby-{self.port}")
-        kept.append(f"primary_conninfo = {conf_value(info)}")
-        auto.write_text("\n".join(kept) + "\n")
-        Path(self.data_dir, "recovery.signal").unlink(missing_ok=True)
-        signal_file = Path(self.data_dir, "standby.signal")
-        signal_file.touch()
-        chown_to_server_user(str(signal_file))
-
-    def _follows(self, primary: PostgresServer, timeout: float) -> bool:
-        """Wait until we stream *primary*'s timeline and replayed all its WAL."""
-        deadline = time.monotonic() + timeout
-        # The first 8 hex digits of a WAL file name are the timeline the
-        # server inserts on; pg_control lags until the post-promote checkpoint.
-        walfile = primary.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")
-        timeline = int(walfile[0][0][:8], 16)
-        while time.monotonic() < deadline:
-            log = self._new_log()
-            if "is not a child of" in log or "forked off" in log:
-                return False  # diverged histories never heal by waiting
-            rows = self.execute("SELECT status, received_tli FROM pg_stat_wal_receiver")
-            # Streaming alone is not enough: a diverged standby briefly
-            # streams the old timeline before noticing the fork.
-            if rows and rows[0][0] == "streaming" and rows[0][1] == timeline:
-                return _replayed(self, primary._flushed_lsn(), deadline)
-            time.sleep(0.02)
-        return False
-
-
-def _replayed(standby: PostgresServer, lsn: str, deadline: float) -> bool:
-    """Poll *standby* on one connection until it has replayed *lsn*."""
-    info = standby.conninfo(connect_timeout=5, application_name=HELPER_APP_NAME)
-    with psycopg.connect(info, autocommit=True) as conn:
-        while True:
-            row = conn.execute(
-                "SELECT coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false)",
-                [lsn],
-            ).fetchone()
-            if row is not None and row[0]:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
