@@ -12,8 +12,8 @@ Rules this shell keeps:
 - the hot path (`acquire`, `release`, `connection`) does no I/O unless a
   connection needs a ping (idle longer than ``check_window``) or a rollback
   (returned inside a transaction);
-- connections are opened and closed by background work (`_maintain`,
-  `_connect_one`, `_close_slots`), never by the caller waiting for one;
+- connections are opened and closed by background work (`maintenance.py`:
+  `maintain`, `connect_one`, `close_slots`), never by the caller waiting for one;
 - a slot is always either given back or discarded, whatever exception —
   cancellation included — interrupts the path that holds it.
 """
@@ -49,20 +49,17 @@ from .._policy.breaker import Breaker, BreakerOptions
 from .._policy.health import Alerts, HealthThresholds
 from .._policy.options import PoolOptions
 from .._policy.pool import CHECK, DISCARD, OK, Io, PoolState, Slot
-from .._policy.sqlstate import connect_failure_reason, sqlstate_of
 from .._pool_observe import PoolObservability
 from ..drivers import get_driver
 from ..drivers.base import Driver, ConnStatus
 from ..errors import (
-    AuthenticationFailed,
     ConfigError,
     ConnectionFailed,
-    HarborError,
     PoolClosed,
     PoolTimeout,
-    UnsupportedServerVersion,
 )
 from ..version import ServerVersion
+from .maintenance import call_reconnect_failed, close_slots, is_fatal, keepalive, maintain
 
 __all__ = ["Pool"]
 
@@ -245,7 +242,7 @@ class Pool(PoolObservability):
             raise PoolClosed(f"pool {self.name!r} is closed")
         if not self._opened:
             self._opened = True
-            self._spawn(self._maintain)
+            self._spawn(maintain, self)
         if wait:
             self.wait(timeout)
 
@@ -266,7 +263,7 @@ class Pool(PoolObservability):
                 raise PoolClosed(f"pool {self.name!r} is closed")
             if st.size >= self.options.min_size:
                 return
-            if st.failures and _is_fatal(st.last_error):
+            if st.failures and is_fatal(st.last_error):
                 # Waiting cannot help (wrong password, no such database...).
                 assert st.last_error is not None
                 raise st.last_error
@@ -593,13 +590,13 @@ class Pool(PoolObservability):
         for waiter, error in io.fail:
             waiter.fail(error)
         if io.close:
-            self._spawn(self._close_slots, io.close)
+            self._spawn(close_slots, self, io.close)
         if io.ping:
-            self._spawn(self._keepalive, io.ping)
+            self._spawn(keepalive, self, io.ping)
         for slot in io.leaks:
             self._report_leak(slot)
         if io.reconnect_failed and self._reconnect_failed is not None:
-            self._spawn(self._call_reconnect_failed)
+            self._spawn(call_reconnect_failed, self)
         if io.wake:
             self._wakeup.set()
 
@@ -611,71 +608,7 @@ class Pool(PoolObservability):
             group=self._tasks,
         )
 
-    # -- background work -------------------------------------------------------------
-
-    def _maintain(self) -> None:
-        """The maintenance loop: opens connections (with backoff), retires
-        expired and surplus idle ones, keeps idle ones alive, reports leaks."""
-        st = self._state
-        while not st.closed:
-            self._wakeup.clear()
-            now = monotonic()
-            with self._lock:
-                n, retry_at = st.plan_connects(now)
-                io, due = st.maintain(now)
-            for _ in range(n):
-                self._spawn(self._connect_one)
-            self._perform(io)
-            if self._breaker_options is not None:
-                self._note_breaker()
-            wake_at = min((t for t in (retry_at, due) if t is not None), default=None)
-            if self._alerts is not None:
-                # Conditions are sampled here about once a second.
-                self._sample_alerts()
-                wake_at = min(wake_at or now + _ALERT_PERIOD, now + _ALERT_PERIOD)
-            self._wakeup.wait_timeout(None if wake_at is None else wake_at - monotonic())
-
-    def _connect_one(self) -> None:
-        """Open one connection (a reserved attempt) and add it to the pool."""
-        secrets = list(self._secrets)
-        conn = None
-        started = monotonic()
-        try:
-            params = self._connect_params()
-            secrets.extend(secrets_of(params))
-            conn = self._driver.connect(params, self.options.connect_timeout)
-            self._check_version(conn)
-            if self._configure is not None:
-                ensure(self._configure, conn)
-                if self._driver.status(conn) is not _IDLE:
-                    raise ConnectionFailed("the configure callback left a transaction open")
-        except BaseException as exc:
-            if conn is not None:
-                self._driver.terminate(conn)
-            error = self._connect_error(exc, secrets)
-            with self._lock:
-                io = self._state.connect_failed(error, monotonic(), _is_fatal(error))
-            logger.warning("pool %r: connection attempt failed: %s", self.name, error)
-            self._record("connect", started, str(error))
-            if self._obs is not None:
-                self._obs.connect_failed(error)
-            if self._breaker_options is not None:
-                self._note_breaker()
-            self._progress.set()
-            self._perform(io)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        now = monotonic()
-        with self._lock:
-            io = self._state.connected(conn, now, now - started)
-        self._record("connect", started, None)
-        if self._obs is not None:
-            self._obs.connected(conn, now - started)
-        if self._breaker_options is not None:
-            self._note_breaker()
-        self._progress.set()
-        self._perform(io)
+    # -- background work (see maintenance.py) -----------------------------------------
 
     def _connect_params(self) -> dict[str, str]:
         params = self._params
@@ -688,43 +621,6 @@ class Pool(PoolObservability):
             params["password"] = password if isinstance(password, str) else ensure(password)
         return with_defaults(params, connect_timeout=self.options.connect_timeout)
 
-    def _close_slots(self, slots: list[Slot]) -> None:
-        # One after the other: each close is bounded and sends one message.
-        for slot in slots:
-            if self._obs is not None:
-                self._obs.removed(slot.conn, slot.reason)
-            self._driver.close(slot.conn, self.options.check_timeout)
-
-    def _keepalive(self, slots: list[Slot]) -> None:
-        pending = list(slots)
-        try:
-            while pending:
-                slot = pending[0]
-                ok = False
-                try:
-                    ok = self._ping(slot)
-                finally:
-                    # Even when cancelled (at close): a slot taken out for a
-                    # ping always comes back, or is closed.
-                    pending.pop(0)
-                    with self._lock:
-                        io = self._state.ping_done(slot, monotonic(), ok)
-                    if io is not None:
-                        self._perform(io)
-        finally:
-            for slot in pending:  # not pinged: as good as they were
-                with self._lock:
-                    io = self._state.ping_done(slot, monotonic(), True)
-                if io is not None:
-                    self._perform(io)
-
-    def _call_reconnect_failed(self) -> None:
-        assert self._reconnect_failed is not None
-        try:
-            ensure(self._reconnect_failed, self)
-        except Exception:
-            logger.exception("pool %r: reconnect_failed callback raised", self.name)
-
     # -- reporting -----------------------------------------------------------------
 
     def _safe(self, exc: BaseException) -> str:
@@ -734,35 +630,6 @@ class Pool(PoolObservability):
         options = self._breaker_options
         breaker = Breaker(options) if options is not None else None
         return PoolState(self.options, breaker=breaker, name=self.name)
-
-    def _check_version(self, conn: Any) -> None:
-        """Refuse servers older than ``minimum_version``; log each new version once."""
-        version = ServerVersion.from_num(self._driver.server_version(conn))
-        if version != self._version:
-            self._version = version
-            logger.info("pool %r: connected to PostgreSQL %s", self.name, version)
-        if self._minimum_version is not None and not version.is_compatible(self._minimum_version):
-            raise UnsupportedServerVersion(
-                f"PostgreSQL {version} at {describe(self._params or {})} is older than "
-                f"the minimum supported {self._minimum_version}"
-            )
-
-    def _connect_error(self, exc: BaseException, secrets: list[str]) -> HarborError:
-        """A password-free stand-in for a connect failure (it becomes the
-        cause of `PoolTimeout`, so it must not carry libpq's raw text)."""
-        if isinstance(exc, ConnectionFailed | UnsupportedServerVersion):
-            return exc
-        where = describe(self._params or {})
-        text = redact(f"{type(exc).__name__}: {exc}".strip(), secrets)
-        message = f"connecting to {where} failed: {text}"
-        reason = connect_failure_reason(sqlstate_of(exc), str(exc))
-        error: ConnectionFailed
-        if reason == "auth":
-            error = AuthenticationFailed(message)
-        else:
-            error = ConnectionFailed(message, reason=reason)
-        error.__suppress_context__ = True
-        return error
 
     def _timeout_error(self, message: str) -> PoolTimeout:
         st = self._state
@@ -803,17 +670,7 @@ class Pool(PoolObservability):
         self._progress = Event()
         self._deadlines = Deadlines()
         if self._opened:
-            self._spawn(self._maintain)
-
-
-def _is_fatal(error: BaseException | None) -> bool:
-    """Connect failures that retrying cannot fix without a change elsewhere."""
-    if isinstance(error, UnsupportedServerVersion):
-        return True
-    return isinstance(error, ConnectionFailed) and error.reason in (
-        "auth",
-        "database-missing",
-    )
+            self._spawn(maintain, self)
 
 
 # Connections inherited from a parent process: kept referenced so that no
