@@ -18,9 +18,10 @@ from hypothesis.stateful import (
 )
 
 from pgharbor._policy.backoff import Backoff
+from pgharbor._policy.breaker import Breaker, BreakerOptions
 from pgharbor._policy.options import PoolOptions
 from pgharbor._policy.pool import CHECK, DISCARD, OK, Io, PoolState, Slot
-from pgharbor.errors import ConfigError, PoolClosed, TooManyRequests
+from pgharbor.errors import ConfigError, ConnectionFailed, PoolClosed, TooManyRequests
 
 
 class Conn:
@@ -541,3 +542,25 @@ def test_first_idle_connection_schedules_maintenance() -> None:
     again = state.checkout(2.0)
     assert again is not None
     assert state.checkin(again, 2.0, healthy=True) is None  # already scheduled
+
+
+def test_nudge_ends_the_backoff_delay_but_not_the_breaker() -> None:
+    """A probe that reached the server makes the next attempt due now."""
+    st = PoolState(PoolOptions(min_size=1, max_size=1, backoff=Backoff(initial=5.0)))
+    n, _ = st.plan_connects(0.0)
+    assert n == 1
+    st.connect_failed(ConnectionFailed("refused"), 0.0)
+    assert st.plan_connects(1.0) == (0, st.next_attempt_at)
+    io = st.nudge(1.0)
+    assert io is not None and io.wake
+    assert st.plan_connects(1.0)[0] == 1
+    assert st.nudge(1.0) is None  # nothing to end: an attempt is on its way
+
+    br = PoolState(
+        PoolOptions(min_size=1, max_size=1, backoff=Backoff(initial=0.01)),
+        breaker=Breaker(BreakerOptions(failure_threshold=1, reset_timeout=10.0)),
+    )
+    br.plan_connects(0.0)
+    br.connect_failed(ConnectionFailed("refused"), 0.0)
+    br.nudge(1.0)
+    assert br.plan_connects(1.0)[0] == 0  # the breaker is still open

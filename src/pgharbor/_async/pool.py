@@ -408,6 +408,14 @@ class AsyncPool(PoolObservability):
             io = self._state.drain()
         self._perform(io)
 
+    def _nudge(self) -> None:
+        """The server answered someone else (the topology's probe): stop
+        waiting out the reconnect backoff."""
+        with self._lock:
+            io = self._state.nudge(monotonic())
+        if io is not None:
+            self._perform(io)
+
     # -- the hot path ------------------------------------------------------------
 
     # The fast paths live in `acquire`, `release` and `_ConnectionContext`:

@@ -481,6 +481,18 @@ class PoolState:
                     io.to_fail(self.waiters.popleft(), reason)
         return io
 
+    def nudge(self, now: float) -> Io | None:
+        """The server was just reached by other means (the topology's role
+        probe): end the current backoff delay, so the next attempt runs now
+        instead of up to ``max_delay`` later. The breaker keeps its own
+        schedule."""
+        if not self.failures or now >= self.next_attempt_at or not self._wanted():
+            return None
+        self.next_attempt_at = now
+        io = Io()
+        io.wake = True
+        return io
+
     def _circuit_open(self, now: float) -> CircuitOpen:
         assert self.breaker is not None
         retry_after = self.breaker.retry_after(now)
