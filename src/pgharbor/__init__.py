@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from pgharbor.checks import CheckReport, DatabaseCheck
     from pgharbor.config import DatabaseSettings, HarborSettings, load_settings
     from pgharbor.drivers.query import Isolation, Row
-    from pgharbor.metrics import Event, MetricsSink
     from pgharbor.errors import (
         AuthenticationFailed,
         CircuitOpen,
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
         TooManyRequests,
         UnsupportedServerVersion,
     )
+    from pgharbor.metrics import Event, MetricsSink
     from pgharbor.version import ServerVersion
 
 __version__ = "0.1.0.dev0"

@@ -213,12 +213,15 @@ def test_a_custom_sink_sees_pool_info_and_events(pg_server: PostgresServer, app_
     assert info.name == "custom" and info.labels["pool_name"] == "custom"
     assert info.stats()["size"] == 0 and "password" not in info.target
     del async_pool
-    with Pool(
-        pg_server.conninfo(),
-        name="custom2",
-        metrics=Sink(),
-        min_size=1,
-        kwargs={"application_name": app_name},
-    ) as pool, pool.connection():
+    with (
+        Pool(
+            pg_server.conninfo(),
+            name="custom2",
+            metrics=Sink(),
+            min_size=1,
+            kwargs={"application_name": app_name},
+        ) as pool,
+        pool.connection(),
+    ):
         pass
     assert seen["acquired"] == 1 and seen["closed"] is True
