@@ -161,7 +161,7 @@ class AsyncDatabase:
             nodes,
             pool_factory=lambda _conninfo, node: AsyncPool(**per_node[node]),
             name=base,
-            reads=settings.reads,
+            **settings.topology_kwargs(),
         )
 
     @property

@@ -59,6 +59,19 @@ _VERIFY = ("verify-ca", "verify-full")
 _LIBPQ_MAX_SECONDS = 2**31 - 1
 #: Fields sent in the ``options`` startup parameter (see `session_settings`):
 #: the ones PgBouncer cannot carry.
+#: Settings of a database with replicas: its topology's probe and routing.
+TOPOLOGY_FIELDS = (
+    "reads",
+    "probe_interval",
+    "probe_timeout",
+    "max_replica_lag",
+    "max_replica_lag_bytes",
+    "fallback_to_primary",
+    "ban_time",
+    "read_your_writes",
+    "balance",
+)
+
 OPTIONS_FIELDS = frozenset(
     {
         "statement_timeout",
@@ -214,10 +227,18 @@ class DatabaseSettings(_Strict):
     target_session_attrs: SessionAttrs | None = None
     connect_timeout: OptionalSeconds = None
     ignore_libpq_env: Flag = False
-    # -- topology (accepted and validated; used by a later feature) -------------
+    # -- topology (see pgharbor._async.topology) ----------------------------------
     primary: Secret | None = None
     replicas: list[Secret] = Field(default_factory=list)
     reads: Literal["primary", "replica", "any"] = "primary"
+    probe_interval: Seconds = 1.0
+    probe_timeout: Seconds = 2.0
+    max_replica_lag: OptionalSeconds = None
+    max_replica_lag_bytes: OptionalCount = None
+    fallback_to_primary: Flag = True
+    ban_time: Seconds = 5.0
+    read_your_writes: OptionalSeconds = None
+    balance: Literal["round_robin", "least_busy"] = "round_robin"
     # -- session settings (startup parameters) ---------------------------------
     application_name: Text = "pgharbor"
     statement_timeout: Duration | None = None
@@ -370,9 +391,17 @@ class DatabaseSettings(_Strict):
             if params.get(key) and not Path(params[key]).expanduser().is_file():
                 raise ConfigError(key, f"file not found: {params[key]}")
 
+    def topology_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the topology of a database with replicas."""
+        return {name: getattr(self, name) for name in TOPOLOGY_FIELDS}
+
     def _check_topology(self, params: Mapping[str, str]) -> None:
         if self.reads == "replica" and not self.replicas:
             raise ConfigError("reads", "'replica' needs at least one entry in replicas")
+        if self.primary is None and not self.replicas:
+            for name in TOPOLOGY_FIELDS:
+                if name != "reads" and name in self.model_fields_set:
+                    raise ConfigError(name, "applies to a database with replicas (give replicas)")
         seen: dict[tuple[str, str], str] = {}
         primary = self.primary.get_secret_value() if self.primary else None
         main = _identity(parse_conninfo(primary)) if primary else _identity(params)

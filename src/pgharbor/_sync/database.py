@@ -163,7 +163,7 @@ class Database:
             nodes,
             pool_factory=lambda _conninfo, node: Pool(**per_node[node]),
             name=base,
-            reads=settings.reads,
+            **settings.topology_kwargs(),
         )
 
     @property

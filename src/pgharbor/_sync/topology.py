@@ -414,6 +414,10 @@ class Topology:
             before = (st.role, st.healthy)
             self.router.observe(node.name, role, row[1], row[2], monotonic(), row[3])
             self._after_probe()
+        # The node answers: its pool need not wait out a reconnect backoff;
+        # and its observers (metrics, role_change hooks) learn the role.
+        pool._nudge()
+        pool._set_role("replica" if role == "standby" else role)
         if before != (role, True):
             level = logging.INFO if before[0] in ("unknown", role) else logging.WARNING
             logger.log(

@@ -19,7 +19,7 @@ from pgharbor._async.pool import AsyncPool
 from pgharbor._async.topology import AsyncTopology
 from pgharbor._policy.backoff import Backoff
 from pgharbor._policy.routing import Route
-from pgharbor.errors import NoAvailableServer
+from pgharbor.errors import ConfigError, NoAvailableServer
 from pgharbor.testing import PostgresServer
 from pgharbor.testing.proxy import ChaosProxy
 from pgharbor.testing.server import target_conninfo, target_url
@@ -205,27 +205,14 @@ async def test_hung_node_probe_times_out_routing_avoids_it(
     assert any("no answer to the role probe within 0.50 s" in r.message for r in caplog.records)
 
 
-def tune(db: AsyncDatabase, **router: Any) -> AsyncDatabase:
-    """Quick probes and short bans for ``db``'s topology, set before it opens.
-
-    `Database` does not take these options yet (see
-    `test_database_takes_routing_options`), so they go on its topology.
-    """
-    topo = db.topology
-    assert topo is not None
-    topo.probe_interval = PROBE_INTERVAL
-    topo.probe_timeout = PROBE_TIMEOUT
-    topo.router.ban_time = BAN_TIME
-    for key, value in router.items():
-        setattr(topo.router, key, value)
-    return db
+def tuned(**options: Any) -> AsyncDatabase:
+    """A database with quick probes and short bans."""
+    options.setdefault("probe_interval", PROBE_INTERVAL)
+    options.setdefault("probe_timeout", PROBE_TIMEOUT)
+    options.setdefault("ban_time", BAN_TIME)
+    return AsyncDatabase(**options)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Database(primary=, replicas=) does not pass probe_interval, probe_timeout, "
-    "fallback_to_primary, ban_time, max_replica_lag... to its topology (TypeError from Pool)",
-)
 def test_database_takes_routing_options() -> None:
     """Database(primary=..., replicas=...) accepts the topology's routing options."""
     db = AsyncDatabase(
@@ -238,6 +225,12 @@ def test_database_takes_routing_options() -> None:
     assert db.topology is not None
     assert db.topology.router.fallback_to_primary is False
     assert db.topology.probe_interval == 0.2
+    with pytest.raises(ConfigError, match="ban_time"):
+        AsyncDatabase(
+            primary="postgresql://app@db1/app", replicas=["postgresql://app@db2/app"], ban_time=-1
+        )
+    with pytest.raises(ConfigError, match=r"probe_interval.*replicas"):
+        AsyncDatabase("postgresql://app@db1/app", probe_interval=0.2)
 
 
 @pytest.mark.timing
@@ -263,8 +256,8 @@ async def test_all_replicas_down_reads_fall_back_or_fail_then_return(
             "max_size": 2,
             "timeout": 1.0,
         }
-        lenient = tune(AsyncDatabase(**options, name="lenient"))
-        strict = tune(AsyncDatabase(**options, name="strict"), fallback_to_primary=False)
+        lenient = tuned(**options, name="lenient")
+        strict = tuned(**options, name="strict", fallback_to_primary=False)
         async with lenient, strict:
             for db in (lenient, strict):
                 assert await db.fetchval(IN_RECOVERY, route="replica") is True
@@ -321,16 +314,14 @@ async def test_flapping_replica_banned_and_readmitted_reads_never_fail(
     milliseconds is banned and re-admitted; reads never fail and never hang,
     the pools stay within bounds, and it serves again once it is stable."""
     primary, replica = pg_primary_replica
-    db = tune(
-        AsyncDatabase(
-            primary=primary.url(),
-            replicas=[target_url(proxies["r"].host, proxies["r"].port, None, "postgres", None)],
-            application_name=app_name,
-            min_size=1,
-            max_size=3,
-            timeout=1.0,
-            name="flappy",
-        )
+    db = tuned(
+        primary=primary.url(),
+        replicas=[target_url(proxies["r"].host, proxies["r"].port, None, "postgres", None)],
+        application_name=app_name,
+        min_size=1,
+        max_size=3,
+        timeout=1.0,
+        name="flappy",
     )
     proxy = proxies["r"]
     served: dict[bool, int] = {True: 0, False: 0}

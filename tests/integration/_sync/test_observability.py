@@ -305,3 +305,28 @@ def test_manager_health_covers_every_database(
     assert all(h.healthy for h in health.values())
     assert seen == {"source", "target"}
     assert health["source"].to_dict()["endpoints"][0]["kinds"]["query"]["attempts"] == 1
+
+
+@pytest.mark.replica
+def test_roles_are_events_and_in_health(
+    pg_primary_replica: tuple[PostgresServer, PostgresServer], app_name: str
+) -> None:
+    """The topology's probe tells each node's pool its role: role_change
+    events, HealthReport.role, and one report per endpoint in db.health()."""
+    primary, replica = pg_primary_replica
+    roles: dict[str, str | None] = {}
+    db = Database(
+        primary=primary.url(),
+        replicas=[replica.url()],
+        name="roles",
+        min_size=1,
+        probe_interval=0.2,
+        application_name=app_name,
+    )
+    db.on("role_change", lambda e: roles.__setitem__(e.pool, e.state))
+    with db:
+        _until(lambda: len(roles) == 2)
+        health = db.health()
+    assert roles == {"roles-primary": "primary", "roles-replica1": "replica"}
+    assert {e.name: e.role for e in health.endpoints} == roles
+    assert health.healthy

@@ -21,7 +21,7 @@ from pgharbor._sync.pool import Pool
 from pgharbor._sync.topology import Topology
 from pgharbor._policy.backoff import Backoff
 from pgharbor._policy.routing import Route
-from pgharbor.errors import NoAvailableServer
+from pgharbor.errors import ConfigError, NoAvailableServer
 from pgharbor.testing import PostgresServer
 from pgharbor.testing.proxy import ChaosProxy
 from pgharbor.testing.server import target_conninfo, target_url
@@ -207,27 +207,14 @@ def test_hung_node_probe_times_out_routing_avoids_it(
     assert any("no answer to the role probe within 0.50 s" in r.message for r in caplog.records)
 
 
-def tune(db: Database, **router: Any) -> Database:
-    """Quick probes and short bans for ``db``'s topology, set before it opens.
-
-    `Database` does not take these options yet (see
-    `test_database_takes_routing_options`), so they go on its topology.
-    """
-    topo = db.topology
-    assert topo is not None
-    topo.probe_interval = PROBE_INTERVAL
-    topo.probe_timeout = PROBE_TIMEOUT
-    topo.router.ban_time = BAN_TIME
-    for key, value in router.items():
-        setattr(topo.router, key, value)
-    return db
+def tuned(**options: Any) -> Database:
+    """A database with quick probes and short bans."""
+    options.setdefault("probe_interval", PROBE_INTERVAL)
+    options.setdefault("probe_timeout", PROBE_TIMEOUT)
+    options.setdefault("ban_time", BAN_TIME)
+    return Database(**options)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Database(primary=, replicas=) does not pass probe_interval, probe_timeout, "
-    "fallback_to_primary, ban_time, max_replica_lag... to its topology (TypeError from Pool)",
-)
 def test_database_takes_routing_options() -> None:
     """Database(primary=..., replicas=...) accepts the topology's routing options."""
     db = Database(
@@ -240,6 +227,12 @@ def test_database_takes_routing_options() -> None:
     assert db.topology is not None
     assert db.topology.router.fallback_to_primary is False
     assert db.topology.probe_interval == 0.2
+    with pytest.raises(ConfigError, match="ban_time"):
+        Database(
+            primary="postgresql://app@db1/app", replicas=["postgresql://app@db2/app"], ban_time=-1
+        )
+    with pytest.raises(ConfigError, match=r"probe_interval.*replicas"):
+        Database("postgresql://app@db1/app", probe_interval=0.2)
 
 
 @pytest.mark.timing
@@ -265,8 +258,8 @@ def test_all_replicas_down_reads_fall_back_or_fail_then_return(
             "max_size": 2,
             "timeout": 1.0,
         }
-        lenient = tune(Database(**options, name="lenient"))
-        strict = tune(Database(**options, name="strict"), fallback_to_primary=False)
+        lenient = tuned(**options, name="lenient")
+        strict = tuned(**options, name="strict", fallback_to_primary=False)
         with lenient, strict:
             for db in (lenient, strict):
                 assert db.fetchval(IN_RECOVERY, route="replica") is True
@@ -323,16 +316,14 @@ def test_flapping_replica_banned_and_readmitted_reads_never_fail(
     milliseconds is banned and re-admitted; reads never fail and never hang,
     the pools stay within bounds, and it serves again once it is stable."""
     primary, replica = pg_primary_replica
-    db = tune(
-        Database(
-            primary=primary.url(),
-            replicas=[target_url(proxies["r"].host, proxies["r"].port, None, "postgres", None)],
-            application_name=app_name,
-            min_size=1,
-            max_size=3,
-            timeout=1.0,
-            name="flappy",
-        )
+    db = tuned(
+        primary=primary.url(),
+        replicas=[target_url(proxies["r"].host, proxies["r"].port, None, "postgres", None)],
+        application_name=app_name,
+        min_size=1,
+        max_size=3,
+        timeout=1.0,
+        name="flappy",
     )
     proxy = proxies["r"]
     served: dict[bool, int] = {True: 0, False: 0}
