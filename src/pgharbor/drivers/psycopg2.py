@@ -78,6 +78,9 @@ def _find_libpq() -> ctypes.CDLL | None:
         ("PQresultErrorMessage", cp, [vp]),
         ("PQclear", None, [vp]),
         ("PQerrorMessage", cp, [vp]),
+        ("PQgetCancel", vp, [vp]),
+        ("PQcancel", i, [vp, cp, i]),
+        ("PQfreeCancel", None, [vp]),
     ):
         func = getattr(lib, fn)
         func.restype, func.argtypes = res, args
@@ -85,6 +88,31 @@ def _find_libpq() -> ctypes.CDLL | None:
 
 
 _LIBPQ = _find_libpq()
+
+
+def cancel(conn: Any) -> None:
+    """Ask the server to cancel ``conn``'s statement, *releasing the GIL*.
+
+    psycopg2's own ``connection.cancel()`` keeps the GIL while libpq connects
+    to the server and waits for its answer, so against a server that does not
+    answer it freezes every thread of the process -- including the timer that
+    would cut the connection. Through ``ctypes`` (which releases the GIL) the
+    rest of the process runs on. Falls back to psycopg2's when libpq is not
+    reachable.
+    """
+    lib = _LIBPQ
+    if lib is None:
+        conn.cancel()
+        return
+    handle = lib.PQgetCancel(ctypes.c_void_p(conn.pgconn_ptr))
+    if not handle:
+        raise psycopg2.OperationalError("cannot cancel: the connection is closed")
+    try:
+        errbuf = ctypes.create_string_buffer(256)
+        if not lib.PQcancel(handle, errbuf, len(errbuf)):
+            raise psycopg2.OperationalError(errbuf.value.decode(errors="replace"))
+    finally:
+        lib.PQfreeCancel(handle)
 
 
 def _pq_failure(message: bytes | None, sqlstate: bytes | None = None) -> _PQError:

@@ -8,17 +8,24 @@ Rows are built once: a row factory hands psycopg the result's `Row` class;
 (``params=None`` sends none, so a ``%`` in the SQL is literal).
 
 Timeouts: async calls run under ``asyncio.timeout``; psycopg answers the
-cancellation by cancelling the statement server-side and draining it (up to
-5 s, else it closes the connection). Blocking psycopg has no per-call timeout,
-so :func:`run_with_timeout` cancels from a ``threading.Timer``: one thread
-start per call (0.1-0.3 ms), paid only when ``timeout`` is not None.
+cancellation by cancelling the statement server-side and draining it. Blocking
+psycopg has no per-call timeout, so :func:`run_with_timeout` cancels from a
+``threading.Timer``: one thread start per call (0.1-0.3 ms), paid only when
+``timeout`` is not None. A cancel travels over a *new* connection, which a
+hung server (paused, partitioned) never answers: so in both flavours, if the
+statement is still running ``CANCEL_GRACE`` seconds after its timeout, the
+connection's socket is shut down (see `sever`), the call ends with
+`TimeoutError`, and the pool discards the connection. A timeout is a contract.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from psycopg import errors as e
@@ -36,6 +43,24 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: Seconds a cancelled statement may take to end before its socket is cut.
+CANCEL_GRACE = 2.0
+
+
+def sever(conn: Any) -> bool:
+    """Shut down the socket of a libpq connection (psycopg, psycopg2) from any
+    thread, so a read blocked on it ends at once; whether it could. The
+    connection is unusable afterwards. Never raises."""
+    try:
+        # A duplicate descriptor: shutdown() acts on the socket both share,
+        # and closing the duplicate leaves the driver's descriptor alone.
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except Exception:
+        return False
+    return True
+
 
 # -- shared by all query adapters ---------------------------------------------
 
@@ -74,24 +99,50 @@ def begin_statement(isolation: Isolation | str | None, read_only: bool, deferrab
 
 
 class _StatementTimer:
-    """Cancels the statement in flight when ``timeout`` passes -- never a later one.
+    """Cancels the statement in flight when ``timeout`` passes -- never a later
+    one -- and cuts the connection if it is still running `CANCEL_GRACE` later.
 
     The lock makes "still running?" and "send the cancel" one step: `stop`
     cannot return while a cancel request is being sent, so once the caller has
-    its answer no cancel can hit the connection's next statement.
+    its answer no cancel can hit the connection's next statement. The cut
+    does not take the lock (a cancel to a hung server may hold it): it only
+    looks at ``_done``, which the caller sets first thing on return.
     """
 
-    __slots__ = ("_cancel", "_lock", "_running", "_timer", "fired")
+    __slots__ = (
+        "_cancel",
+        "_cut_timer",
+        "_done",
+        "_lock",
+        "_running",
+        "_sever",
+        "_timer",
+        "fired",
+        "severed",
+    )
 
-    def __init__(self, cancel: Callable[[], object], timeout: float) -> None:
-        self._cancel, self._lock = cancel, threading.Lock()
-        self._running, self.fired = True, False
-        self._timer = threading.Timer(timeout, self._fire)
+    def __init__(
+        self, cancel: Callable[[], object], timeout: float, sever: Callable[[], bool] | None
+    ) -> None:
+        self._cancel, self._lock, self._sever = cancel, threading.Lock(), sever
+        self._running, self._done, self.fired, self.severed = True, False, False, False
+        self._cut_timer: threading.Timer | None = None
+        self._timer = threading.Timer(timeout, self._fire, (CANCEL_GRACE,))
         self._timer.name = "pgharbor-statement-timeout"
         self._timer.daemon = True  # never keeps the interpreter alive
         self._timer.start()
 
-    def _fire(self) -> None:
+    def _fire(self, grace: float) -> None:
+        if self._done:
+            return
+        if self._sever is not None:
+            cut = threading.Timer(grace, self._cut)
+            cut.name = "pgharbor-statement-cut"
+            cut.daemon = True
+            cut.start()
+            self._cut_timer = cut
+            if self._done:  # stop() ran meanwhile and may have missed it
+                cut.cancel()
         with self._lock:
             if not self._running:
                 return
@@ -102,10 +153,19 @@ class _StatementTimer:
                 # The connection is closing or lost: the statement's own error tells.
                 pass
 
+    def _cut(self) -> None:
+        if not self._done and self._sever is not None:
+            self.severed = self._sever()
+
     def stop(self) -> bool:
-        """Disarm (waits for a cancel being sent); whether the timer fired."""
-        with self._lock:
-            self._running = False
+        """Disarm (waits for a cancel being sent, unless the connection was
+        cut); whether the timer fired."""
+        self._done = True
+        if self._cut_timer is not None:
+            self._cut_timer.cancel()
+        if not self.severed:
+            with self._lock:
+                self._running = False
         self._timer.cancel()
         return self.fired
 
@@ -116,14 +176,18 @@ def run_with_timeout(
     timeout: float,
     fn: Callable[..., T],
     *args: Any,
+    sever: Callable[[], bool] | None = None,
 ) -> T:
-    """``fn(*args)`` on a blocking connection, cancelled via ``cancel()`` after ``timeout``.
+    """``fn(*args)`` on a blocking connection, cancelled via ``cancel()`` after
+    ``timeout``; if it still runs `CANCEL_GRACE` seconds later, ``sever()``
+    cuts the connection.
 
     Raises:
         TimeoutError: the statement was cancelled because ``timeout`` passed
-            (the driver's ``canceled`` error is chained as its cause).
+            (the driver's ``canceled`` error is chained as its cause), or the
+            server did not answer the cancel and the connection was cut.
     """
-    timer = _StatementTimer(cancel, timeout)
+    timer = _StatementTimer(cancel, timeout, sever)
     try:
         return fn(*args)
     except canceled as exc:
@@ -132,8 +196,20 @@ def run_with_timeout(
                 f"statement took longer than {timeout} s and was cancelled on the server"
             ) from exc
         raise  # a cancel we did not send (statement_timeout, pg_cancel_backend...)
+    except Exception as exc:
+        timer.stop()
+        if timer.severed:
+            raise _cut_error(timeout) from exc
+        raise
     finally:
         timer.stop()
+
+
+def _cut_error(timeout: float) -> TimeoutError:
+    return TimeoutError(
+        f"statement took longer than {timeout} s and the server did not answer the "
+        f"cancel within {CANCEL_GRACE} s: the connection was closed"
+    )
 
 
 # -- psycopg ---------------------------------------------------------------------
@@ -166,7 +242,53 @@ def _cancel_of(conn: Any) -> Callable[[], object]:
 
 
 def _timed(conn: Any, timeout: float, fn: Callable[..., T], *args: Any) -> T:
-    return run_with_timeout(_cancel_of(conn), e.QueryCanceled, timeout, fn, *args)
+    return run_with_timeout(
+        _cancel_of(conn), e.QueryCanceled, timeout, fn, *args, sever=lambda: sever(conn)
+    )
+
+
+async def _abounded(conn: Any, timeout: float, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``await fn(conn, *args)``, bounded: after ``timeout`` the statement is
+    cancelled on the server (the cancel itself bounded by `CANCEL_GRACE`); if
+    it is still running ``CANCEL_GRACE`` later, the socket is cut.
+
+    psycopg's own answer to a cancelled task waits 5 s for the cancel and 5 s
+    more for the statement to end; against a server that does not answer,
+    that is 10 s, so the statement runs as a task this function cancels
+    itself, and the task is only ever cancelled if the caller is.
+    """
+    task = asyncio.ensure_future(fn(conn, *args))
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+        if not done:
+            # Over time: cancel server-side; the statement then ends with
+            # QueryCanceled (the usual case) -- or, from a silent server, never.
+            cancel = asyncio.ensure_future(conn.cancel_safe(timeout=CANCEL_GRACE))
+            done, _ = await asyncio.wait((task,), timeout=CANCEL_GRACE)
+            cancel.cancel()
+            with contextlib.suppress(BaseException):
+                await cancel
+            if not done:
+                sever(conn)  # the blocked read sees EOF at once
+                done, _ = await asyncio.wait((task,), timeout=CANCEL_GRACE)
+            if not done:
+                task.cancel()
+                raise _cut_error(timeout)
+            exc = task.exception()
+            if isinstance(exc, e.QueryCanceled):
+                raise TimeoutError(
+                    f"statement took longer than {timeout} s and was cancelled on the server"
+                ) from exc
+            if exc is not None:
+                raise _cut_error(timeout) from exc
+        return task.result()
+    except asyncio.CancelledError:
+        # The caller was cancelled: hand that to the statement (psycopg then
+        # cancels it on the server) and wait, since the connection is in use.
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise
 
 
 # The blocking operations; `PsycopgQueries` adds the timer when asked.
@@ -361,29 +483,25 @@ class AsyncPsycopgQueries:
         """
         if timeout is None:
             return await _afetch(conn, sql, params)
-        async with asyncio.timeout(timeout):
-            return await _afetch(conn, sql, params)
+        return await _abounded(conn, timeout, _afetch, sql, params)
 
     async def fetchrow(self, conn: Any, sql: str, params: Any, timeout: float | None) -> Row | None:
         """The first row, or None (see `fetch`)."""
         if timeout is None:
             return await _afetchrow(conn, sql, params)
-        async with asyncio.timeout(timeout):
-            return await _afetchrow(conn, sql, params)
+        return await _abounded(conn, timeout, _afetchrow, sql, params)
 
     async def fetchval(self, conn: Any, sql: str, params: Any, timeout: float | None) -> Any:
         """The first column of the first row, or None (see `fetch`)."""
         if timeout is None:
             return await _afetchval(conn, sql, params)
-        async with asyncio.timeout(timeout):
-            return await _afetchval(conn, sql, params)
+        return await _abounded(conn, timeout, _afetchval, sql, params)
 
     async def execute(self, conn: Any, sql: str, params: Any, timeout: float | None) -> int:
         """Run a statement; rows affected (psycopg's ``rowcount``, -1 if none)."""
         if timeout is None:
             return await _aexecute(conn, sql, params)
-        async with asyncio.timeout(timeout):
-            return await _aexecute(conn, sql, params)
+        return await _abounded(conn, timeout, _aexecute, sql, params)
 
     async def executemany(
         self, conn: Any, sql: str, seq: Iterable[Any], timeout: float | None

@@ -20,7 +20,13 @@ from typing import Any, TypeVar
 import psycopg2.extensions as ext
 import psycopg2.extras
 
-from pgharbor.drivers.queries_psycopg import begin_statement, cached_row_class, run_with_timeout
+from pgharbor.drivers.psycopg2 import cancel
+from pgharbor.drivers.queries_psycopg import (
+    begin_statement,
+    cached_row_class,
+    run_with_timeout,
+    sever,
+)
 from pgharbor.drivers.query import Isolation, Row
 
 __all__ = ["Psycopg2Queries", "copy_text"]
@@ -147,7 +153,9 @@ def _copy(conn: Any, statement: str, records: Iterable[Sequence[Any]]) -> int:
 
 
 def _timed(conn: Any, timeout: float, fn: Callable[..., T], *args: Any) -> T:
-    return run_with_timeout(conn.cancel, ext.QueryCanceledError, timeout, fn, *args)
+    return run_with_timeout(
+        lambda: cancel(conn), ext.QueryCanceledError, timeout, fn, *args, sever=lambda: sever(conn)
+    )
 
 
 class Psycopg2Queries:
