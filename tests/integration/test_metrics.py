@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pgharbor import AsyncDatabase, AsyncPool, Database, Pool
+from pgharbor import AsyncDatabase, AsyncPool, Database, DatabaseManager, Pool
 from pgharbor.errors import PoolTimeout
 from pgharbor.metrics import PoolInfo
 from pgharbor.metrics.otel import OpenTelemetrySink
@@ -225,3 +226,24 @@ def test_a_custom_sink_sees_pool_info_and_events(pg_server: PostgresServer, app_
     ):
         pass
     assert seen["acquired"] == 1 and seen["closed"] is True
+
+
+def test_a_manager_from_config_takes_a_sink(
+    pg_server: PostgresServer, app_name: str, tmp_path: Path
+) -> None:
+    """DatabaseManager.from_config(..., metrics=sink) observes every database's pool."""
+    config = tmp_path / "pgharbor.toml"
+    lines = []
+    for name in ("source", "target"):
+        lines += [
+            f"[databases.{name}]",
+            f'url = "{pg_server.url()}"',
+            "min_size = 1",
+            f'application_name = "{app_name}"',
+        ]
+    config.write_text("\n".join(lines) + "\n")
+    registry = CollectorRegistry()
+    with DatabaseManager.from_config(str(config), metrics=PrometheusSink(registry)) as mgr:
+        mgr["source"].fetchval("SELECT 1")
+        assert value(registry, "pgharbor_queries_total", database="source", outcome="ok") == 1
+        assert value(registry, "db_client_connection_max", database="target") == 5

@@ -64,25 +64,29 @@ class AsyncDatabaseManager:
                 )
 
     @classmethod
-    def from_settings(cls, settings: Any) -> AsyncDatabaseManager:
-        """Build from `pgharbor.config.HarborSettings` (one pool per database)."""
+    def from_settings(cls, settings: Any, *, metrics: Any = None) -> AsyncDatabaseManager:
+        """Build from `pgharbor.config.HarborSettings` (one pool per database);
+        ``metrics`` (a `MetricsSink`, or several) observes every pool."""
         dbs = {
-            name: AsyncDatabase.from_settings(db, name) for name, db in settings.databases.items()
+            name: AsyncDatabase(name=name, settings=db, metrics=metrics)
+            for name, db in settings.databases.items()
         }
         return cls(dbs)
 
     @classmethod
-    def from_config(cls, path: str | None = None, **overrides: Any) -> AsyncDatabaseManager:
+    def from_config(
+        cls, path: str | None = None, *, metrics: Any = None, **overrides: Any
+    ) -> AsyncDatabaseManager:
         """Build from a TOML file (``[databases.<name>]``), ``.env`` and the
         environment; see `pgharbor.config.load_settings`."""
         from ..config import load_settings
 
-        return cls.from_settings(load_settings(path, **overrides))
+        return cls.from_settings(load_settings(path, **overrides), metrics=metrics)
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> AsyncDatabaseManager:
+    def from_env(cls, *, metrics: Any = None, **overrides: Any) -> AsyncDatabaseManager:
         """Build from the environment (and ``.env``) only."""
-        return cls.from_config(None, **overrides)
+        return cls.from_config(None, metrics=metrics, **overrides)
 
     def __getitem__(self, name: str) -> AsyncDatabase:
         try:

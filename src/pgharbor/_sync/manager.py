@@ -66,25 +66,29 @@ class DatabaseManager:
                 )
 
     @classmethod
-    def from_settings(cls, settings: Any) -> DatabaseManager:
-        """Build from `pgharbor.config.HarborSettings` (one pool per database)."""
+    def from_settings(cls, settings: Any, *, metrics: Any = None) -> DatabaseManager:
+        """Build from `pgharbor.config.HarborSettings` (one pool per database);
+        ``metrics`` (a `MetricsSink`, or several) observes every pool."""
         dbs = {
-            name: Database.from_settings(db, name) for name, db in settings.databases.items()
+            name: Database(name=name, settings=db, metrics=metrics)
+            for name, db in settings.databases.items()
         }
         return cls(dbs)
 
     @classmethod
-    def from_config(cls, path: str | None = None, **overrides: Any) -> DatabaseManager:
+    def from_config(
+        cls, path: str | None = None, *, metrics: Any = None, **overrides: Any
+    ) -> DatabaseManager:
         """Build from a TOML file (``[databases.<name>]``), ``.env`` and the
         environment; see `pgharbor.config.load_settings`."""
         from ..config import load_settings
 
-        return cls.from_settings(load_settings(path, **overrides))
+        return cls.from_settings(load_settings(path, **overrides), metrics=metrics)
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> DatabaseManager:
+    def from_env(cls, *, metrics: Any = None, **overrides: Any) -> DatabaseManager:
         """Build from the environment (and ``.env``) only."""
-        return cls.from_config(None, **overrides)
+        return cls.from_config(None, metrics=metrics, **overrides)
 
     def __getitem__(self, name: str) -> Database:
         try:
