@@ -155,7 +155,12 @@ class _StatementTimer:
 
     def _cut(self) -> None:
         if not self._done and self._sever is not None:
-            self.severed = self._sever()
+            # Flagged *before* the cut: the blocked caller wakes the moment
+            # the socket goes down and must know not to wait for the lock,
+            # which a cancel stuck on the silent server may be holding.
+            self.severed = True
+            if not self._sever():
+                self.severed = False
 
     def stop(self) -> bool:
         """Disarm (waits for a cancel being sent, unless the connection was
