@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -27,6 +26,7 @@ from rich.table import Table
 
 from ._cli import bench as _bench
 from ._cli import top as _top
+from ._cli.targets import resolve_targets
 from .checks import CheckReport, DatabaseCheck
 from .errors import ConfigError
 
@@ -38,41 +38,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-
-@contextlib.contextmanager
-def _embedded_targets(console: Console) -> Iterator[dict[str, str]]:
-    """Start a throwaway server with a ``source`` and a ``target`` database,
-    each with a table, and a restricted role that may only read them."""
-    from .testing import PostgresServer
-
-    console.print("[dim]no target given: starting a temporary PostgreSQL server...[/dim]")
-    with PostgresServer() as server:
-        console.print(
-            f"[dim]temporary server: PostgreSQL {server.version.major} from {server.bindir}[/dim]"
-        )
-        server.create_role("pgharbor_reader", password="reader-demo")
-        targets = {}
-        for name in ("source", "target"):
-            server.create_database(name)
-            server.execute(
-                "CREATE TABLE public.items (id int PRIMARY KEY, name text);"
-                " GRANT SELECT ON ALL TABLES IN SCHEMA public TO pgharbor_reader",
-                dbname=name,
-            )
-            targets[name] = server.conninfo(dbname=name, user="pgharbor_reader")
-        yield targets
-
-
-def _named_targets(urls: list[str], config: str | None) -> dict[str, Any]:
-    """Targets by name: URLs (``db1``, ``db2``...), else the config file's (or
-    the environment's) named databases."""
-    if urls:
-        return {f"db{i}" if len(urls) > 1 else "db": url for i, url in enumerate(urls, 1)}
-    from .config import load_settings
-
-    settings = load_settings(config)
-    return dict(settings.databases)
 
 
 def _render_report(report: CheckReport, console: Console) -> None:
@@ -130,12 +95,7 @@ def check(
     readable (privileges to diff its ``public`` schema); exit 1 if not."""
     console = Console(stderr=as_json)
     with contextlib.ExitStack() as stack:
-        if targets or config:
-            named = _named_targets(list(targets or []), config)
-        else:
-            named = _named_targets([], None) if _env_configured() else {}
-            if not named:
-                named = dict(stack.enter_context(_embedded_targets(console)))
+        named = resolve_targets(list(targets or []), config, console, stack)
         report = _check_all(named, timeout)
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
@@ -143,17 +103,6 @@ def check(
         _render_report(report, console)
     if not report.ok:
         raise typer.Exit(code=1)
-
-
-def _env_configured() -> bool:
-    """Whether the environment names a database (``PGHARBOR_<NAME>__URL`` and
-    the like, or ``POSTGRES_HOST``)."""
-    import os
-
-    for key in os.environ:
-        if key == "POSTGRES_HOST" or (key.startswith("PGHARBOR_") and "__" in key):
-            return True
-    return False
 
 
 def _check_all(named: dict[str, Any], timeout: float) -> CheckReport:

@@ -38,7 +38,7 @@ from typing import Any
 
 from .._acompat import AEvent, ALock, aalive, ajoin, arun_all, aspawn
 from .._conninfo import redact, secrets_of
-from .._policy.routing import Role, Route, Router
+from .._policy.routing import OPTIONS, Role, Route, Router
 from .._policy.sqlstate import is_disconnect_message, sqlstate_of
 from ..drivers import get_async_queries
 from ..drivers.base import ConnStatus
@@ -138,11 +138,11 @@ class AsyncTopology:
         for key, value in (("probe_interval", probe_interval), ("probe_timeout", probe_timeout)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ConfigError(key, "must be a number > 0", value)
-        unknown = set(router_options) - _ROUTER_OPTIONS
+        unknown = set(router_options) - set(OPTIONS)
         if unknown:
             raise ConfigError(
                 sorted(unknown)[0],
-                f"is not a topology option ({', '.join(sorted(_ROUTER_OPTIONS))})",
+                f"is not a topology option ({', '.join(sorted(OPTIONS))})",
             )
         self.name = name
         self.router = Router(list(nodes), **router_options)
@@ -526,19 +526,6 @@ def _sever(driver: Any, conn: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
     except Exception as exc:
         logger.debug("could not cut a probe session: %s", exc)
-
-
-_ROUTER_OPTIONS = frozenset(
-    {
-        "reads",
-        "max_replica_lag",
-        "max_replica_lag_bytes",
-        "fallback_to_primary",
-        "ban_time",
-        "read_your_writes",
-        "balance",
-    }
-)
 
 
 def _error_kind(pool: AsyncPool, exc: BaseException) -> str | None:

@@ -34,6 +34,7 @@ from rich.markup import escape
 
 from .._conninfo import redact
 from ..errors import ConfigError
+from .targets import resolve_targets
 from .top_data import RoundTrips, open_targets, snapshot
 from .top_view import render
 
@@ -100,21 +101,6 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _resolve(
-    targets: list[str], config: str | None, console: Console, stack: contextlib.ExitStack
-) -> dict[str, Any]:
-    """Targets exactly as ``check`` picks them."""
-    # Imported here: pgharbor.cli imports this module.
-    from ..cli import _embedded_targets, _env_configured, _named_targets
-
-    if targets or config:
-        return _named_targets(targets, config)
-    named = _named_targets([], None) if _env_configured() else {}
-    if not named:
-        named = dict(stack.enter_context(_embedded_targets(console)))
-    return named
-
-
 def top(
     targets: Annotated[
         list[str] | None,
@@ -141,7 +127,7 @@ def top(
     step = _MAX_STEP if once else min(_MAX_STEP, max(_MIN_STEP, interval))
     with contextlib.ExitStack() as stack:
         try:
-            named = _resolve(list(targets or []), config, console, stack)
+            named = resolve_targets(list(targets or []), config, console, stack)
         except ConfigError as exc:
             console.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(code=2) from None

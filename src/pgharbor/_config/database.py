@@ -24,6 +24,7 @@ from .._policy.backoff import Backoff
 from .._policy.breaker import BreakerOptions
 from .._policy.options import PoolOptions
 from .._policy.retry import RetryPolicy
+from .._policy.routing import OPTIONS as ROUTER_OPTIONS
 from ..errors import ConfigError
 from .problems import to_config_error
 from .values import (
@@ -60,17 +61,7 @@ _LIBPQ_MAX_SECONDS = 2**31 - 1
 #: Fields sent in the ``options`` startup parameter (see `session_settings`):
 #: the ones PgBouncer cannot carry.
 #: Settings of a database with replicas: its topology's probe and routing.
-TOPOLOGY_FIELDS = (
-    "reads",
-    "probe_interval",
-    "probe_timeout",
-    "max_replica_lag",
-    "max_replica_lag_bytes",
-    "fallback_to_primary",
-    "ban_time",
-    "read_your_writes",
-    "balance",
-)
+TOPOLOGY_FIELDS = ("probe_interval", "probe_timeout", *ROUTER_OPTIONS)
 
 OPTIONS_FIELDS = frozenset(
     {

@@ -45,11 +45,31 @@ from typing import Final, Literal, get_args
 from ..errors import ConfigError, NoAvailableServer
 from .sqlstate import is_disconnect, is_read_only
 
-__all__ = ["BALANCES", "ROLES", "ROUTES", "Balance", "NodeState", "Role", "Route", "Router"]
+__all__ = [
+    "BALANCES",
+    "OPTIONS",
+    "ROLES",
+    "ROUTES",
+    "Balance",
+    "NodeState",
+    "Role",
+    "Route",
+    "Router",
+]
 
 Role = Literal["primary", "standby", "unknown"]
 Route = Literal["primary", "replica", "any"]
 Balance = Literal["round_robin", "least_busy"]
+#: The keyword options of `Router` (what a topology and a database pass on).
+OPTIONS: tuple[str, ...] = (
+    "reads",
+    "max_replica_lag",
+    "max_replica_lag_bytes",
+    "fallback_to_primary",
+    "ban_time",
+    "read_your_writes",
+    "balance",
+)
 ROLES: Final = get_args(Role)
 ROUTES: Final = get_args(Route)
 BALANCES: Final = get_args(Balance)

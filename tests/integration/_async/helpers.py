@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from time import monotonic
 from typing import Any
+
+import pytest
+
+from pgharbor._acompat import asleep
 
 if True:  # ASYNC
     DRIVERS = ["psycopg", "asyncpg"]
@@ -26,3 +32,13 @@ async def backend_pid(conn: Any) -> int:
     """The server process serving ``conn``."""
     rows = await query(conn, "SELECT pg_backend_pid()")
     return int(rows[0][0])
+
+
+async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``check``; the time it took (fail after ``timeout``)."""
+    start = monotonic()
+    while not check():
+        if monotonic() - start > timeout:
+            pytest.fail(f"{what}: not within {timeout:.1f} s")
+        await asleep(0.01)
+    return monotonic() - start

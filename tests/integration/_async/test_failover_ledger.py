@@ -25,6 +25,8 @@ from pgharbor.testing import PostgresServer
 from pgharbor.testing.proxy import ChaosProxy
 from pgharbor.testing.server import target_url
 
+from .helpers import wait_until
+
 if True:  # ASYNC
     import asyncio
 else:
@@ -134,16 +136,6 @@ async def writer(db: AsyncDatabase, ledger: Ledger, number: int) -> None:
         ledger.ops.append((key, start, monotonic()))
         if ledger.outcome[key] != "acked":
             await asleep(0.01)
-
-
-async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``check``; the time it took (fail after ``timeout``)."""
-    start = monotonic()
-    while not check():
-        if monotonic() - start > timeout:
-            pytest.fail(f"{what}: not within {timeout:.1f} s")
-        await asleep(0.01)
-    return monotonic() - start
 
 
 @pytest.mark.parametrize("fault", ["fast", "immediate", "kill", "blackhole"])

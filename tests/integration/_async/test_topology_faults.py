@@ -24,7 +24,7 @@ from pgharbor.testing import PostgresServer
 from pgharbor.testing.proxy import ChaosProxy
 from pgharbor.testing.server import target_conninfo, target_url
 
-from .helpers import DRIVERS, query
+from .helpers import DRIVERS, query, wait_until
 
 pytestmark = pytest.mark.replica
 
@@ -88,16 +88,6 @@ def via(proxy: ChaosProxy) -> str:
 
 def node_state(topo: AsyncTopology, name: str) -> dict[str, Any]:
     return next(n for n in topo.nodes() if n["name"] == name)
-
-
-async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``check``; the time it took (fail after ``timeout``)."""
-    start = monotonic()
-    while not check():
-        if monotonic() - start > timeout:
-            pytest.fail(f"{what}: not within {timeout:.1f} s")
-        await asleep(0.01)
-    return monotonic() - start
 
 
 async def in_recovery_via(pool: AsyncPool) -> tuple[bool, float]:

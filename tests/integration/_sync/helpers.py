@@ -4,7 +4,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from time import monotonic
 from typing import Any
+
+import pytest
+
+from pgharbor._acompat import sleep
 
 if False:  # ASYNC
     DRIVERS = ["psycopg", "asyncpg"]
@@ -28,3 +34,13 @@ def backend_pid(conn: Any) -> int:
     """The server process serving ``conn``."""
     rows = query(conn, "SELECT pg_backend_pid()")
     return int(rows[0][0])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``check``; the time it took (fail after ``timeout``)."""
+    start = monotonic()
+    while not check():
+        if monotonic() - start > timeout:
+            pytest.fail(f"{what}: not within {timeout:.1f} s")
+        sleep(0.01)
+    return monotonic() - start

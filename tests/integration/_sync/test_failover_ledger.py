@@ -27,6 +27,8 @@ from pgharbor.testing import PostgresServer
 from pgharbor.testing.proxy import ChaosProxy
 from pgharbor.testing.server import target_url
 
+from .helpers import wait_until
+
 if False:  # ASYNC
     import asyncio
 else:
@@ -136,16 +138,6 @@ def writer(db: Database, ledger: Ledger, number: int) -> None:
         ledger.ops.append((key, start, monotonic()))
         if ledger.outcome[key] != "acked":
             sleep(0.01)
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``check``; the time it took (fail after ``timeout``)."""
-    start = monotonic()
-    while not check():
-        if monotonic() - start > timeout:
-            pytest.fail(f"{what}: not within {timeout:.1f} s")
-        sleep(0.01)
-    return monotonic() - start
 
 
 @pytest.mark.parametrize("fault", ["fast", "immediate", "kill", "blackhole"])

@@ -26,7 +26,7 @@ from pgharbor.testing import PostgresServer
 from pgharbor.testing.proxy import ChaosProxy
 from pgharbor.testing.server import target_conninfo, target_url
 
-from .helpers import DRIVERS, query
+from .helpers import DRIVERS, query, wait_until
 
 pytestmark = pytest.mark.replica
 
@@ -90,16 +90,6 @@ def via(proxy: ChaosProxy) -> str:
 
 def node_state(topo: Topology, name: str) -> dict[str, Any]:
     return next(n for n in topo.nodes() if n["name"] == name)
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``check``; the time it took (fail after ``timeout``)."""
-    start = monotonic()
-    while not check():
-        if monotonic() - start > timeout:
-            pytest.fail(f"{what}: not within {timeout:.1f} s")
-        sleep(0.01)
-    return monotonic() - start
 
 
 def in_recovery_via(pool: Pool) -> tuple[bool, float]:
