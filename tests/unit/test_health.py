@@ -25,15 +25,6 @@ def test_histogram_quantiles_come_from_bucket_bounds() -> None:
     assert h.cumulative()[-1] == (float("inf"), 100)
 
 
-def test_histogram_counts_unrecorded_zeros() -> None:
-    """Acquisitions that did not wait count as zeros without being recorded."""
-    h = Histogram()
-    h.add(0.2)
-    assert h.quantile(0.5, extra_zeros=99) == 0.0
-    assert h.quantile(0.999, extra_zeros=99) == pytest.approx(0.2)
-    assert Histogram().quantile(0.99) == 0.0
-
-
 def test_histogram_rejects_bad_bounds() -> None:
     """Bounds must increase."""
     with pytest.raises(ValueError, match="increasing"):

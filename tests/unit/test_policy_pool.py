@@ -564,3 +564,28 @@ def test_nudge_ends_the_backoff_delay_but_not_the_breaker() -> None:
     br.connect_failed(ConnectionFailed("refused"), 0.0)
     br.nudge(1.0)
     assert br.plan_connects(1.0)[0] == 0  # the breaker is still open
+
+
+def test_wait_percentiles_cover_recent_acquisitions() -> None:
+    """Immediate acquisitions count as zero waits; the p99 sees the slow ones."""
+    st = PoolState(PoolOptions(min_size=1, max_size=1, check_window=100.0))
+    assert st.stats()["wait_p99_ms"] == 0.0
+    st.plan_connects(0.0)
+    st.connected(Conn(), 0.0)
+    now = 0.0
+    for i in range(100):
+        now += 1.0
+        slot = st.checkout(now)
+        assert slot is not None and slot.verdict == OK
+        if i % 10 == 0:  # every tenth caller waits 0.2 s for the holder
+            waiter = Waiting(since=now)
+            st.enqueue(waiter, now)
+            io = st.checkin(slot, now + 0.2, healthy=True)
+            assert io is not None and io.handoff == [(waiter, slot)]
+            st.checkin(slot, now + 0.3, healthy=True)
+        else:
+            st.checkin(slot, now + 0.001, healthy=True)
+    stats = st.stats()
+    assert stats["waited"] == 10 and stats["acquired"] == 110
+    assert stats["wait_p50_ms"] == 0.0
+    assert stats["wait_p99_ms"] == pytest.approx(200.0)

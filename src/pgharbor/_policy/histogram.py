@@ -1,6 +1,6 @@
 """A fixed-bucket histogram: constant memory, O(log buckets) per sample.
 
-Used for acquire-wait percentiles in `stats()` and by the Prometheus sink.
+Used by the Prometheus sink for its histograms.
 Percentiles are estimated from bucket bounds (the upper bound of the bucket
 holding the rank, capped at the largest sample seen), which is what a
 Prometheus ``histogram_quantile`` would say too. Not thread-safe: callers
@@ -63,21 +63,13 @@ class Histogram:
         if value > self.max:
             self.max = value
 
-    def add_zeros(self, n: int) -> None:
-        """Record ``n`` samples of zero at once (acquisitions that did not wait)."""
-        self.counts[0] += n
-        self.count += n
-
-    def quantile(self, q: float, extra_zeros: int = 0) -> float:
-        """The ``q``-quantile (0 ≤ q ≤ 1) estimate, 0.0 when empty.
-        ``extra_zeros`` counts zero samples not recorded (cheaper than adding)."""
-        total = self.count + extra_zeros
+    def quantile(self, q: float) -> float:
+        """The ``q``-quantile (0 ≤ q ≤ 1) estimate, 0.0 when empty."""
+        total = self.count
         if total == 0:
             return 0.0
         rank = q * total
-        seen = float(extra_zeros)
-        if rank <= seen:
-            return 0.0
+        seen = 0.0
         for i, n in enumerate(self.counts):
             seen += n
             if seen >= rank and n:
