@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from time import monotonic
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from pgharbor._policy.breaker import BreakerOptions
 from pgharbor.errors import ConfigError, PoolTimeout
 from pgharbor.testing import ChaosProxy, PostgresServer, TempDatabase
 
-from .helpers import DRIVERS, query
+from .helpers import DRIVERS, query, wait_until
 
 PoolFactory = Callable[..., AsyncPool]
 
@@ -51,13 +50,6 @@ def via(proxy: ChaosProxy) -> str:
     return f"host={proxy.host} port={proxy.port} user=postgres dbname=postgres sslmode=disable"
 
 
-async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = monotonic() + timeout
-    while not predicate():
-        assert monotonic() < deadline, "condition not reached in time"
-        await asleep(0.02)
-
-
 @pytest.mark.parametrize("driver", DRIVERS)
 async def test_hooks_see_the_lifecycle_with_removal_reasons(
     make_pool: PoolFactory, driver: str
@@ -72,8 +64,10 @@ async def test_hooks_see_the_lifecycle_with_removal_reasons(
     async with pool.connection() as conn:
         await query(conn, "SELECT 1")
     await pool.drain()
-    await _until(lambda: [e.reason for e in events if e.name == "remove"] == ["drained"])
-    await _until(lambda: pool.stats()["size"] == 1)
+    await wait_until(
+        lambda: [e.reason for e in events if e.name == "remove"] == ["drained"], 5.0, "condition"
+    )
+    await wait_until(lambda: pool.stats()["size"] == 1, 5.0, "condition")
     await pool.close()
 
     names = [e.name for e in events]
@@ -159,7 +153,7 @@ async def test_health_turns_bad_when_the_server_is_unreachable(
         health=HealthThresholds(min_success_rate=0.5),
     )
     await pool.open(wait=False)
-    await _until(lambda: pool.stats()["connections_failed"] >= 2)
+    await wait_until(lambda: pool.stats()["connections_failed"] >= 2, 5.0, "condition")
     report = pool.health()
     assert not report.healthy
     assert report.kinds["connect"].success_rate == 0.0
@@ -167,7 +161,7 @@ async def test_health_turns_bad_when_the_server_is_unreachable(
     assert report.recent_errors and secret not in repr(report)
 
     chaos_proxy.heal()
-    await _until(lambda: pool.stats()["size"] >= 1)
+    await wait_until(lambda: pool.stats()["size"] >= 1, 5.0, "condition")
     # Still failing more than half the recent attempts... unless enough succeed.
     assert "no open connection and the last attempt failed" not in pool.health().reasons
 
@@ -183,9 +177,9 @@ async def test_breaker_changes_are_events(make_pool: PoolFactory, chaos_proxy: C
     )
     pool.on("breaker_change", lambda e: states.append(e.state))
     await pool.open(wait=False)
-    await _until(lambda: "open" in states)
+    await wait_until(lambda: "open" in states, 5.0, "condition")
     chaos_proxy.heal()
-    await _until(lambda: states[-1:] == ["closed"])
+    await wait_until(lambda: states[-1:] == ["closed"], 5.0, "condition")
     assert states[:3] == ["open", "half-open", "closed"] or states[0] == "open"
     assert "half-open" in states
 
@@ -203,10 +197,10 @@ async def test_alerts_log_once_per_crossing(
         for _ in range(3):
             with pytest.raises(PoolTimeout):
                 await pool.acquire(timeout=0.05)
-        await _until(lambda: ("no_idle", "raised") in alerts, timeout=3.0)
+        await wait_until(lambda: ("no_idle", "raised") in alerts, 3.0, "alert")
         await pool.release(conn)
-        await _until(lambda: ("no_idle", "cleared") in alerts, timeout=3.0)
-        await _until(lambda: ("waiting", "cleared") in alerts, timeout=3.0)
+        await wait_until(lambda: ("no_idle", "cleared") in alerts, 3.0, "alert")
+        await wait_until(lambda: ("waiting", "cleared") in alerts, 3.0, "alert")
     raised = [r.getMessage() for r in caplog.records if "raised" in r.getMessage()]
     assert sum("alert waiting raised" in m for m in raised) == 1
     assert sum("alert no_idle raised" in m for m in raised) == 1
@@ -323,7 +317,7 @@ async def test_roles_are_events_and_in_health(
     )
     db.on("role_change", lambda e: roles.__setitem__(e.pool, e.state))
     async with db:
-        await _until(lambda: len(roles) == 2)
+        await wait_until(lambda: len(roles) == 2, 5.0, "condition")
         health = db.health()
     assert roles == {"roles-primary": "primary", "roles-replica1": "replica"}
     assert {e.name: e.role for e in health.endpoints} == roles

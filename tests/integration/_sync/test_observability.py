@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Callable
-from time import monotonic
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from pgharbor._policy.breaker import BreakerOptions
 from pgharbor.errors import ConfigError, PoolTimeout
 from pgharbor.testing import ChaosProxy, PostgresServer, TempDatabase
 
-from .helpers import DRIVERS, query
+from .helpers import DRIVERS, query, wait_until
 
 PoolFactory = Callable[..., Pool]
 
@@ -53,13 +52,6 @@ def via(proxy: ChaosProxy) -> str:
     return f"host={proxy.host} port={proxy.port} user=postgres dbname=postgres sslmode=disable"
 
 
-def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = monotonic() + timeout
-    while not predicate():
-        assert monotonic() < deadline, "condition not reached in time"
-        sleep(0.02)
-
-
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_hooks_see_the_lifecycle_with_removal_reasons(
     make_pool: PoolFactory, driver: str
@@ -74,8 +66,10 @@ def test_hooks_see_the_lifecycle_with_removal_reasons(
     with pool.connection() as conn:
         query(conn, "SELECT 1")
     pool.drain()
-    _until(lambda: [e.reason for e in events if e.name == "remove"] == ["drained"])
-    _until(lambda: pool.stats()["size"] == 1)
+    wait_until(
+        lambda: [e.reason for e in events if e.name == "remove"] == ["drained"], 5.0, "condition"
+    )
+    wait_until(lambda: pool.stats()["size"] == 1, 5.0, "condition")
     pool.close()
 
     names = [e.name for e in events]
@@ -161,7 +155,7 @@ def test_health_turns_bad_when_the_server_is_unreachable(
         health=HealthThresholds(min_success_rate=0.5),
     )
     pool.open(wait=False)
-    _until(lambda: pool.stats()["connections_failed"] >= 2)
+    wait_until(lambda: pool.stats()["connections_failed"] >= 2, 5.0, "condition")
     report = pool.health()
     assert not report.healthy
     assert report.kinds["connect"].success_rate == 0.0
@@ -169,7 +163,7 @@ def test_health_turns_bad_when_the_server_is_unreachable(
     assert report.recent_errors and secret not in repr(report)
 
     chaos_proxy.heal()
-    _until(lambda: pool.stats()["size"] >= 1)
+    wait_until(lambda: pool.stats()["size"] >= 1, 5.0, "condition")
     # Still failing more than half the recent attempts... unless enough succeed.
     assert "no open connection and the last attempt failed" not in pool.health().reasons
 
@@ -185,9 +179,9 @@ def test_breaker_changes_are_events(make_pool: PoolFactory, chaos_proxy: ChaosPr
     )
     pool.on("breaker_change", lambda e: states.append(e.state))
     pool.open(wait=False)
-    _until(lambda: "open" in states)
+    wait_until(lambda: "open" in states, 5.0, "condition")
     chaos_proxy.heal()
-    _until(lambda: states[-1:] == ["closed"])
+    wait_until(lambda: states[-1:] == ["closed"], 5.0, "condition")
     assert states[:3] == ["open", "half-open", "closed"] or states[0] == "open"
     assert "half-open" in states
 
@@ -205,10 +199,10 @@ def test_alerts_log_once_per_crossing(
         for _ in range(3):
             with pytest.raises(PoolTimeout):
                 pool.acquire(timeout=0.05)
-        _until(lambda: ("no_idle", "raised") in alerts, timeout=3.0)
+        wait_until(lambda: ("no_idle", "raised") in alerts, 3.0, "alert")
         pool.release(conn)
-        _until(lambda: ("no_idle", "cleared") in alerts, timeout=3.0)
-        _until(lambda: ("waiting", "cleared") in alerts, timeout=3.0)
+        wait_until(lambda: ("no_idle", "cleared") in alerts, 3.0, "alert")
+        wait_until(lambda: ("waiting", "cleared") in alerts, 3.0, "alert")
     raised = [r.getMessage() for r in caplog.records if "raised" in r.getMessage()]
     assert sum("alert waiting raised" in m for m in raised) == 1
     assert sum("alert no_idle raised" in m for m in raised) == 1
@@ -325,7 +319,7 @@ def test_roles_are_events_and_in_health(
     )
     db.on("role_change", lambda e: roles.__setitem__(e.pool, e.state))
     with db:
-        _until(lambda: len(roles) == 2)
+        wait_until(lambda: len(roles) == 2, 5.0, "condition")
         health = db.health()
     assert roles == {"roles-primary": "primary", "roles-replica1": "replica"}
     assert {e.name: e.role for e in health.endpoints} == roles
