@@ -91,5 +91,6 @@ def test_pool_makes_no_attempt_while_open_and_fails_waiters_fast() -> None:
     assert state.plan_connects(now + 5.0) == (0, None)
     state.connected(object(), now + 5.1)
     assert state.stats()["breaker_open"] == 0
-    state.enqueue(Waiting(), now + 5.2)  # accepted again: no CircuitOpen
-    assert len(state.waiters) == 1
+    # Accepted again (no CircuitOpen), and served at once by the new connection.
+    io = state.enqueue(Waiting(), now + 5.2)
+    assert io is not None and len(io.handoff) == 1

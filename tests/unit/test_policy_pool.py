@@ -589,3 +589,20 @@ def test_wait_percentiles_cover_recent_acquisitions() -> None:
     assert stats["waited"] == 10 and stats["acquired"] == 110
     assert stats["wait_p50_ms"] == 0.0
     assert stats["wait_p99_ms"] == pytest.approx(200.0)
+
+
+def test_enqueue_hands_over_a_connection_that_came_back_meanwhile() -> None:
+    """Threads: a connection returned between a caller's checkout and its
+    enqueue is handed to it, instead of the caller queueing beside it."""
+    st = PoolState(PoolOptions(min_size=1, max_size=1))
+    st.plan_connects(0.0)
+    st.connected(Conn(), 0.0)
+    slot = st.checkout(0.1)
+    assert slot is not None
+    assert st.checkout(0.1) is None  # caller B finds nothing...
+    st.checkin(slot, 0.2, healthy=True)  # ...A returns it before B queues
+    waiter = Waiting(since=0.1)
+    io = st.enqueue(waiter, 0.2)
+    assert io is not None and io.handoff == [(waiter, slot)]
+    assert not st.waiters and st.in_use == 1
+    st.check_invariants()

@@ -331,7 +331,7 @@ class AsyncPool(PoolObservability):
             with self._lock:
                 slot = self._state.checkout(monotonic())
         if slot is None or slot.verdict:
-            slot = await self._acquire_slow(slot, timeout)
+            slot = await self._acquire_slow(slot, timeout, not self._slow)
         elif self._obs is not None:
             self._obs.acquired(slot.conn, 0.0)
         return slot.conn
@@ -422,19 +422,24 @@ class AsyncPool(PoolObservability):
     # pop an idle connection that needs no check and hand it over; take back
     # a clean one. Everything else comes here.
 
-    async def _acquire_slow(self, slot: Slot | None, timeout: float | None) -> Slot:
-        """Acquire, starting from ``slot`` (popped by a fast path, maybe None)."""
+    async def _acquire_slow(
+        self, slot: Slot | None, timeout: float | None, tried: bool = False
+    ) -> Slot:
+        """Acquire, starting from ``slot`` (popped by a fast path, maybe None;
+        ``tried``: the fast path found no idle connection just now)."""
         if self._forked:
             self._after_fork()
-            slot = None  # popped from the parent's state: not ours
+            slot, tried = None, False  # popped from the parent's state: not ours
         st = self._state
         started = monotonic()
         while True:
-            if slot is None:
+            if slot is None and not tried:
                 with self._lock:
                     slot = st.checkout(monotonic())
+            tried = False
             if slot is None:
-                slot = await self._wait_for_slot(timeout)
+                # (Should a connection come back meanwhile, enqueue hands it over.)
+                slot = await self._wait_for_slot(timeout, started)
             elif slot.verdict != OK:
                 if slot.verdict == CHECK:
                     try:
@@ -509,17 +514,17 @@ class AsyncPool(PoolObservability):
             if io is not None:
                 self._perform(io)
 
-    async def _wait_for_slot(self, timeout: float | None) -> Slot:
+    async def _wait_for_slot(self, timeout: float | None, since: float) -> Slot:
         """Queue until a connection is handed over (FIFO) or the timeout passes."""
         if timeout is None:
             timeout = self.options.timeout
         if self._state.closed or not self._opened:
             raise PoolClosed(f"pool {self.name!r} is {'closed' if self._opened else 'not open'}")
-        waiter = AWaiter(monotonic())
+        waiter = AWaiter(since)
         with self._lock:
-            io = self._state.enqueue(waiter, waiter.since)
+            io = self._state.enqueue(waiter, monotonic())
         if io is not None:
-            self._wakeup.set()
+            self._perform(io)  # a hand-off of an idle connection, or a wake-up
         if self._alerts is not None:
             self._sample_alerts()
         try:
@@ -710,7 +715,7 @@ class _ConnectionContext:
             with pool._lock:
                 slot = pool._state.checkout(monotonic())
         if slot is None or slot.verdict:
-            slot = await pool._acquire_slow(slot, self._timeout)
+            slot = await pool._acquire_slow(slot, self._timeout, not pool._slow)
         elif pool._obs is not None:
             pool._obs.acquired(slot.conn, 0.0)
         self._slot = slot

@@ -323,7 +323,9 @@ class PoolState:
     # -- waiting -------------------------------------------------------------
 
     def enqueue(self, waiter: Any, now: float) -> Io | None:
-        """Queue a caller that found no idle connection.
+        """Queue a caller that found no idle connection. If one is idle by now
+        (returned meanwhile by another thread), it is handed over at once (its
+        checkout verdict still applies: the caller checks or discards it).
 
         Raises:
             PoolClosed: the pool is closed.
@@ -342,6 +344,15 @@ class PoolState:
                 f"pool {self.name!r}: {len(self.waiters)} requests already waiting "
                 f"(max_waiting={max_waiting})"
             )
+        if self.idle:
+            # A connection came back between the caller's checkout and now
+            # (threads): hand it over rather than queue beside it, which
+            # would leave the caller waiting for the *next* return.
+            slot = self.checkout(now)
+            assert slot is not None
+            io = Io()
+            io.to_hand(waiter, slot)
+            return io
         self.waiters.append(waiter)
         if self._wanted():
             io = Io()

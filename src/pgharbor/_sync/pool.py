@@ -333,7 +333,7 @@ class Pool(PoolObservability):
             with self._lock:
                 slot = self._state.checkout(monotonic())
         if slot is None or slot.verdict:
-            slot = self._acquire_slow(slot, timeout)
+            slot = self._acquire_slow(slot, timeout, not self._slow)
         elif self._obs is not None:
             self._obs.acquired(slot.conn, 0.0)
         return slot.conn
@@ -424,19 +424,24 @@ class Pool(PoolObservability):
     # pop an idle connection that needs no check and hand it over; take back
     # a clean one. Everything else comes here.
 
-    def _acquire_slow(self, slot: Slot | None, timeout: float | None) -> Slot:
-        """Acquire, starting from ``slot`` (popped by a fast path, maybe None)."""
+    def _acquire_slow(
+        self, slot: Slot | None, timeout: float | None, tried: bool = False
+    ) -> Slot:
+        """Acquire, starting from ``slot`` (popped by a fast path, maybe None;
+        ``tried``: the fast path found no idle connection just now)."""
         if self._forked:
             self._after_fork()
-            slot = None  # popped from the parent's state: not ours
+            slot, tried = None, False  # popped from the parent's state: not ours
         st = self._state
         started = monotonic()
         while True:
-            if slot is None:
+            if slot is None and not tried:
                 with self._lock:
                     slot = st.checkout(monotonic())
+            tried = False
             if slot is None:
-                slot = self._wait_for_slot(timeout)
+                # (Should a connection come back meanwhile, enqueue hands it over.)
+                slot = self._wait_for_slot(timeout, started)
             elif slot.verdict != OK:
                 if slot.verdict == CHECK:
                     try:
@@ -511,17 +516,17 @@ class Pool(PoolObservability):
             if io is not None:
                 self._perform(io)
 
-    def _wait_for_slot(self, timeout: float | None) -> Slot:
+    def _wait_for_slot(self, timeout: float | None, since: float) -> Slot:
         """Queue until a connection is handed over (FIFO) or the timeout passes."""
         if timeout is None:
             timeout = self.options.timeout
         if self._state.closed or not self._opened:
             raise PoolClosed(f"pool {self.name!r} is {'closed' if self._opened else 'not open'}")
-        waiter = Waiter(monotonic())
+        waiter = Waiter(since)
         with self._lock:
-            io = self._state.enqueue(waiter, waiter.since)
+            io = self._state.enqueue(waiter, monotonic())
         if io is not None:
-            self._wakeup.set()
+            self._perform(io)  # a hand-off of an idle connection, or a wake-up
         if self._alerts is not None:
             self._sample_alerts()
         try:
@@ -712,7 +717,7 @@ class _ConnectionContext:
             with pool._lock:
                 slot = pool._state.checkout(monotonic())
         if slot is None or slot.verdict:
-            slot = pool._acquire_slow(slot, self._timeout)
+            slot = pool._acquire_slow(slot, self._timeout, not pool._slow)
         elif pool._obs is not None:
             pool._obs.acquired(slot.conn, 0.0)
         self._slot = slot
