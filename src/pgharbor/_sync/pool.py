@@ -360,9 +360,11 @@ class Pool(PoolObservability):
     def stats(self) -> dict[str, int | float]:
         """Sizes and counters: ``size``, ``idle``, ``in_use``, ``connecting``,
         ``waiting``, ``min_size``, ``max_size``, ``acquired``, ``waited``,
-        ``wait_ms``, ``usage_ms``, ``timeouts``, ``rejected``,
-        ``connections_created``, ``connections_failed``, ``connections_lost``,
-        ``connections_expired``, ``checks``, ``checks_failed``, ``leaks``."""
+        ``wait_ms``, ``wait_p50_ms``, ``wait_p99_ms``, ``usage_ms``,
+        ``timeouts``, ``rejected``, ``connections_created``, ``connect_ms``,
+        ``connections_failed``, ``connections_lost``, ``connections_expired``,
+        ``checks``, ``checks_failed``, ``leaks``, ``breaker_open``,
+        ``breaker_opened`` (see docs/observability.md)."""
         with self._lock:
             return self._state.stats()
 
