@@ -435,3 +435,27 @@ def test_profiles_leave_pgbouncer_databases_without_session_settings() -> None:
         databases={"a": {"url": "host=h dbname=d user=u", "pgbouncer": True}},
     )
     assert "options" not in settings.databases["a"].conninfo_params()
+
+
+def test_pgbouncer_prepared_statements_is_an_explicit_opt_in() -> None:
+    """PgBouncer mode turns prepared statements off unless the user says their
+    PgBouncer (>= 1.22, max_prepared_statements set) keeps them; psycopg then
+    needs libpq >= 17, psycopg2 has none to keep, and it needs pgbouncer=True."""
+    from psycopg import pq
+
+    url = "host=h dbname=d user=u"
+    off = DatabaseSettings(url=url, pgbouncer=True).pool_kwargs()
+    assert off["prepared_statements"] is False
+    on = DatabaseSettings(
+        url=url, pgbouncer=True, pgbouncer_prepared_statements=True, driver="asyncpg"
+    )
+    assert on.pool_kwargs()["prepared_statements"] is True
+    if pq.version() >= 170000:
+        settings = DatabaseSettings(url=url, pgbouncer=True, pgbouncer_prepared_statements=True)
+        assert settings.pool_kwargs()["prepared_statements"] is True
+    with pytest.raises(ConfigError, match="pgbouncer_prepared_statements: applies with"):
+        DatabaseSettings(url=url, pgbouncer_prepared_statements=True)
+    with pytest.raises(ConfigError, match="psycopg2 prepares no statements"):
+        DatabaseSettings(
+            url=url, pgbouncer=True, pgbouncer_prepared_statements=True, driver="psycopg2"
+        )

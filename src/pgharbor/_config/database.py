@@ -255,6 +255,7 @@ class DatabaseSettings(_Strict):
     reconnect_timeout: Seconds = _POOL["reconnect_timeout"]
     driver: Literal["psycopg", "asyncpg", "psycopg2"] = "psycopg"
     pgbouncer: Flag = False
+    pgbouncer_prepared_statements: Flag = False
     minimum_version: Count = 13
     retry: RetrySettings = Field(default_factory=RetrySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
@@ -353,6 +354,8 @@ class DatabaseSettings(_Strict):
             raise ConfigError("reconnect_timeout", f"must be >= connect_timeout ({connect})")
         if not 13 <= self.minimum_version <= 99:
             raise ConfigError("minimum_version", "must be a PostgreSQL major version, 13 or newer")
+        if self.pgbouncer_prepared_statements:
+            self._check_pgbouncer_prepared()
         if self.pgbouncer and "options" in params:
             # PgBouncer refuses the ``options`` startup parameter (before 1.20)
             # or cannot keep it per client in transaction mode: the settings
@@ -381,6 +384,24 @@ class DatabaseSettings(_Strict):
         for key in ("sslcert", "sslkey"):
             if params.get(key) and not Path(params[key]).expanduser().is_file():
                 raise ConfigError(key, f"file not found: {params[key]}")
+
+    def _check_pgbouncer_prepared(self) -> None:
+        """PgBouncer >= 1.22 (``max_prepared_statements`` set) tracks prepared
+        statements per client; psycopg also needs libpq >= 17 to close them."""
+        field = "pgbouncer_prepared_statements"
+        if not self.pgbouncer:
+            raise ConfigError(field, "applies with pgbouncer = true")
+        if self.driver == "psycopg":
+            from psycopg import pq
+
+            if pq.version() < 170000:
+                raise ConfigError(
+                    field,
+                    f"psycopg needs libpq >= 17 for prepared statements through PgBouncer "
+                    f"(this one is {pq.version()})",
+                )
+        elif self.driver == "psycopg2":
+            raise ConfigError(field, "psycopg2 prepares no statements of its own: leave it off")
 
     def topology_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the topology of a database with replicas."""
@@ -560,7 +581,7 @@ class DatabaseSettings(_Strict):
             "leak_threshold": options.leak_threshold,
             "connect_timeout": options.connect_timeout,
             "reconnect_timeout": options.reconnect_timeout,
-            "prepared_statements": not self.pgbouncer,
+            "prepared_statements": not self.pgbouncer or self.pgbouncer_prepared_statements,
             # A database's pools get a breaker (a bare Pool has none unless asked).
             "breaker": BreakerOptions(
                 failure_threshold=self.breaker.failure_threshold,
