@@ -191,6 +191,16 @@ class AsyncDatabase:
         if self._topology is not None:
             self._topology.note_error(pool, exc)
 
+    def _elsewhere(self, pool: AsyncPool, route: Route | None = None) -> bool:
+        """Whether the topology now routes ``route`` to another pool than ``pool``
+        (after `_failed` reported it, a failing node is banned)."""
+        if self._topology is None:
+            return False
+        try:
+            return self._pool_for(route) is not pool
+        except NoAvailableServer:
+            return False
+
     def _wrote(self) -> None:
         if self._topology is not None:
             self._topology.note_write()
@@ -408,11 +418,15 @@ class AsyncDatabase:
         terminated backend) did not run and is resent at once on another
         connection; one whose connection was lost is tried again only when
         ``idempotent``. The pool has meanwhile discarded the dead connection
-        and marked its older siblings for a check."""
+        and marked its older siblings for a check. With replicas, a statement
+        whose node gave no connection (a pool timeout, an open breaker: nothing
+        was sent) goes at once to the node the topology picks instead, if
+        another."""
         attempt = 1
         first_failure: float | None = None
         while True:
             pool = self._pool_for(route)
+            conn = None
             try:
                 async with pool.connection() as conn:
                     started = monotonic()
@@ -425,6 +439,13 @@ class AsyncDatabase:
                     return result
             except Exception as exc:
                 self._failed(pool, exc)
+                if (
+                    conn is None
+                    and attempt < self.retry.max_attempts
+                    and self._elsewhere(pool, route)
+                ):
+                    attempt += 1
+                    continue
                 now = monotonic()
                 if first_failure is None:
                     first_failure = now

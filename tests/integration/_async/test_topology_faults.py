@@ -360,3 +360,30 @@ async def test_flapping_replica_banned_and_readmitted_reads_never_fail(
     assert took < 1.0 * SCALE
     assert slowest < 1.0 + 0.5 * SCALE
     assert settle_sessions((primary, replica), app_name) == {}
+
+
+@pytest.mark.replica
+async def test_a_read_the_replica_cannot_serve_goes_to_the_primary(
+    pg_primary_replica: tuple[PostgresServer, PostgresServer], app_name: str
+) -> None:
+    """A replica whose pool gives no connection within the timeout (nothing
+    was sent there) is banned, and the read goes to the primary at once
+    instead of failing."""
+    primary, replica = pg_primary_replica
+    async with tuned(
+        primary=primary.url(),
+        replicas=[replica.url()],
+        application_name=app_name,
+        min_size=1,
+        max_size=1,
+        timeout=0.3,
+        name="busy",
+    ) as db:
+        async with db.connection(route="replica") as held:  # the replica's only connection
+            assert held is not None
+            started = monotonic()
+            assert await db.fetchval("SELECT pg_is_in_recovery()", route="replica") is False
+            assert monotonic() - started < 0.3 + 1.0 * SCALE
+        assert db.topology is not None
+        (node,) = [n for n in db.topology.nodes() if n["name"] == "replica1"]
+        assert node["banned"]
