@@ -74,7 +74,7 @@ class PoolObservability:
         self._obs: PoolObserver | None = None
 
     def _start_observers(self) -> None:
-        """Introduce the pool to its sinks (once it is fully built)."""
+        """Introduce the pool to its sinks (when it opens)."""
         info = PoolInfo(self.name, self.target, self._metric_labels(self._labels), self.stats)
         self._observers = [sink.observe(info) for sink in self._sinks]
         self._obs = self._combined()

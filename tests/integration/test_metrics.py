@@ -209,11 +209,9 @@ def test_a_custom_sink_sees_pool_info_and_events(pg_server: PostgresServer, app_
             seen["info"] = pool
             return Recorder()
 
-    async_pool = AsyncPool(pg_server.conninfo(), name="custom", metrics=[Sink()], min_size=1)
-    info = seen["info"]
-    assert info.name == "custom" and info.labels["pool_name"] == "custom"
-    assert info.stats()["size"] == 0 and "password" not in info.target
-    del async_pool
+    never_opened = AsyncPool(pg_server.conninfo(), name="custom", metrics=[Sink()], min_size=1)
+    assert "info" not in seen  # sinks meet a pool when it opens
+    del never_opened
     with (
         Pool(
             pg_server.conninfo(),
@@ -225,6 +223,9 @@ def test_a_custom_sink_sees_pool_info_and_events(pg_server: PostgresServer, app_
         pool.connection(),
     ):
         pass
+    info = seen["info"]
+    assert info.name == "custom2" and info.labels["pool_name"] == "custom2"
+    assert info.stats()["size"] == 0 and "password" not in info.target  # closed by now
     assert seen["acquired"] == 1 and seen["closed"] is True
 
 

@@ -200,7 +200,6 @@ class Pool(PoolObservability):
         self._forked = False
         # Take the slow acquire path: after a fork, or to record leak holders.
         self._slow = leak_threshold is not None
-        self._start_observers()
         _pools.add(self)
 
     # -- public API ------------------------------------------------------------
@@ -242,6 +241,9 @@ class Pool(PoolObservability):
             raise PoolClosed(f"pool {self.name!r} is closed")
         if not self._opened:
             self._opened = True
+            # Sinks meet the pool when it opens (and forget it when it
+            # closes): a pool never opened leaves no stale series behind.
+            self._start_observers()
             self._spawn(maintain, self)
         if wait:
             self.wait(timeout)

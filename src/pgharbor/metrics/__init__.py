@@ -1,7 +1,7 @@
 """Metrics and lifecycle events: the `MetricsSink` protocol and event hooks.
 
 A pool reports what happens to it to one `PoolObserver` per sink: the sink's
-`MetricsSink.observe` is called once when the pool is created, with a
+`MetricsSink.observe` is called once when the pool opens, with a
 `PoolInfo` (names, labels and a ``stats`` callable for gauges to read at
 scrape time), and returns the observer. With no sink and no hook the pool
 calls nothing at all: metrics cost nothing when off (HikariCP's no-op
