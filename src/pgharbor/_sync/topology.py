@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import threading
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -44,6 +42,7 @@ from .._policy.routing import OPTIONS, Role, Route, Router
 from .._policy.sqlstate import is_disconnect_message, sqlstate_of
 from ..drivers import get_queries
 from ..drivers.base import ConnStatus
+from ..drivers.queries_psycopg import sever
 from ..drivers.query import Queries
 from ..errors import ConfigError, ConnectionFailed, NoAvailableServer, PoolClosed, PoolError
 from .pool import Pool
@@ -517,17 +516,13 @@ class _Watchdog:
 
 def _sever(driver: Any, conn: Any) -> None:
     """Shut ``conn``'s socket down from any thread; never raises."""
-    try:
-        fileno = getattr(conn, "fileno", None)  # psycopg, psycopg2
-        if fileno is None:
+    if getattr(conn, "fileno", None) is None:
+        try:
             driver.terminate(conn)  # asyncpg: aborts the transport (we are on its loop)
-            return
-        # A duplicate descriptor: shutdown() acts on the socket both share,
-        # and closing the duplicate leaves the driver's descriptor alone.
-        with socket.socket(fileno=os.dup(fileno())) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
-    except Exception as exc:
-        logger.debug("could not cut a probe session: %s", exc)
+        except Exception as exc:
+            logger.debug("could not cut a probe session: %s", exc)
+    elif not sever(conn):  # psycopg, psycopg2: the libpq socket
+        logger.debug("could not cut a probe session")
 
 
 def _error_kind(pool: Pool, exc: BaseException) -> str | None:
