@@ -164,7 +164,6 @@ def test_health_turns_bad_when_the_server_is_unreachable(
 
     chaos_proxy.heal()
     wait_until(lambda: pool.stats()["size"] >= 1, 5.0, "condition")
-    # Still failing more than half the recent attempts... unless enough succeed.
     assert "no open connection and the last attempt failed" not in pool.health().reasons
 
 
@@ -182,8 +181,10 @@ def test_breaker_changes_are_events(make_pool: PoolFactory, chaos_proxy: ChaosPr
     wait_until(lambda: "open" in states, 5.0, "condition")
     chaos_proxy.heal()
     wait_until(lambda: states[-1:] == ["closed"], 5.0, "condition")
-    assert states[:3] == ["open", "half-open", "closed"] or states[0] == "open"
-    assert "half-open" in states
+    # In order: opened, then a half-open probe, then closed by its success.
+    assert states[0] == "open"
+    probe = states.index("half-open")
+    assert "closed" in states[probe:]
 
 
 def test_alerts_log_once_per_crossing(
