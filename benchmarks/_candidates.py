@@ -27,9 +27,10 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from pgharbor import AsyncDatabase, Database
 
+from ._prototype import AsyncPrototype, Prototype
 from ._workloads import DB_WORKLOADS
 
-__all__ = ["CANDIDATES", "DB", "SAFETY", "Candidate", "P", "Target", "pgharbor_class"]
+__all__ = ["CANDIDATES", "DB", "PROTO", "SAFETY", "Candidate", "P", "Target", "pgharbor_class"]
 
 #: Pool size for every candidate (and the number of raw connections).
 P = 5
@@ -198,6 +199,24 @@ def _adatabase(driver: str) -> Callable[[Target], Any]:
     return opener
 
 
+def _prototype(raw: Callable[[Target], Any]) -> Callable[[Target], Any]:
+    @contextmanager
+    def opener(t: Target) -> Iterator[Any]:
+        with raw(t) as conns:
+            yield Prototype(conns).borrow
+
+    return opener
+
+
+def _aprototype(raw: Callable[[Target], Any]) -> Callable[[Target], Any]:
+    @asynccontextmanager
+    async def opener(t: Target) -> AsyncIterator[Any]:
+        async with raw(t) as conns:
+            yield AsyncPrototype(conns).borrow
+
+    return opener
+
+
 # -- peers ------------------------------------------------------------------------
 
 
@@ -307,6 +326,9 @@ async def _asyncpg_pool(t: Target) -> AsyncIterator[Any]:
 
 # -- the list, in the order they take turns -----------------------------------------
 
+#: The smallest fair pool (``_prototype.py``): the ceiling of a FIFO hand-off.
+PROTO = "prototype"
+
 #: The ``Database.fetchval`` candidates' name; each runs right after its
 #: driver's ``pgharbor`` pool, the row it is compared with.
 DB = "pgharbor Database.fetchval"
@@ -318,6 +340,9 @@ CANDIDATES: list[Candidate] = [
     Candidate(DB, "psycopg", "call", "psycopg", _database("psycopg"), workloads=DB_WORKLOADS),
     Candidate("pgharbor+safety", "psycopg", "sync", "psycopg", _pgharbor_sync("psycopg", **SAFETY)),
     Candidate(PROM, "psycopg", "sync", "psycopg", _pgharbor_sync("psycopg", _prometheus)),
+    Candidate(
+        PROTO, "psycopg", "sync", "psycopg", _prototype(_raw_psycopg), workloads=("select1",)
+    ),
     Candidate("psycopg_pool", "psycopg", "sync", "psycopg", _psycopg_pool(False), peer=True),
     Candidate("psycopg_pool+check", "psycopg", "sync", "psycopg", _psycopg_pool(True)),
     Candidate("sqlalchemy", "psycopg", "sync", "psycopg", _sqlalchemy(False)),
@@ -328,6 +353,9 @@ CANDIDATES: list[Candidate] = [
     Candidate(DB, "psycopg2", "call", "psycopg2", _database("psycopg2"), workloads=DB_WORKLOADS),
     Candidate(
         "pgharbor+safety", "psycopg2", "sync", "psycopg2", _pgharbor_sync("psycopg2", **SAFETY)
+    ),
+    Candidate(
+        PROTO, "psycopg2", "sync", "psycopg2", _prototype(_raw_psycopg2), workloads=("select1",)
     ),
     Candidate("ThreadedConnectionPool", "psycopg2", "sync", "psycopg2", _psycopg2_pool, peer=True),
     # psycopg 3, async
@@ -359,6 +387,15 @@ CANDIDATES: list[Candidate] = [
         "psycopg",
         _pgharbor_async("psycopg", _prometheus),
         is_async=True,
+    ),
+    Candidate(
+        PROTO,
+        "psycopg async",
+        "async",
+        "psycopg",
+        _aprototype(_raw_apsycopg),
+        is_async=True,
+        workloads=("select1",),
     ),
     Candidate(
         "psycopg_pool",
@@ -399,6 +436,15 @@ CANDIDATES: list[Candidate] = [
     ),
     Candidate(
         PROM, "asyncpg", "async", "asyncpg", _pgharbor_async("asyncpg", _prometheus), is_async=True
+    ),
+    Candidate(
+        PROTO,
+        "asyncpg",
+        "async",
+        "asyncpg",
+        _aprototype(_raw_asyncpg),
+        is_async=True,
+        workloads=("select1",),
     ),
     Candidate("asyncpg.Pool", "asyncpg", "async", "asyncpg", _asyncpg_pool, True, peer=True),
     # context: the C client

@@ -6,8 +6,10 @@ Each returns a plain dict (JSON-ready); timings are medians of a few tries.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import statistics
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -49,67 +51,108 @@ async def _time_async_open(target: Target, driver: str) -> float:
     return elapsed
 
 
-def _time_connect(target: Target, driver: str) -> float:
-    t0 = time.perf_counter()
+def _connect(target: Target, driver: str) -> Any:
     if driver == "psycopg2":
-        conn: Any = psycopg2.connect(target.conninfo)
-    else:
-        conn = psycopg.connect(target.conninfo, autocommit=True)
-    elapsed = time.perf_counter() - t0
-    conn.close()
-    return elapsed
+        return psycopg2.connect(target.conninfo)
+    return psycopg.connect(target.conninfo, autocommit=True)
 
 
-async def _time_aconnect(target: Target, driver: str) -> float:
-    t0 = time.perf_counter()
+async def _aconnect(target: Target, driver: str) -> Any:
     if driver == "asyncpg":
-        conn: Any = await asyncpg.connect(target.url)
-    else:
-        conn = await psycopg.AsyncConnection.connect(target.conninfo, autocommit=True)
+        return await asyncpg.connect(target.url)
+    return await psycopg.AsyncConnection.connect(target.conninfo, autocommit=True)
+
+
+def _time_connect(target: Target, driver: str, n: int = 1) -> float:
+    """``n`` raw connections opened at once (a thread each), until all are open."""
+    conns: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: conns.append(_connect(target, driver))) for _ in range(n)
+    ]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     elapsed = time.perf_counter() - t0
-    await conn.close()
+    for c in conns:
+        c.close()
     return elapsed
+
+
+async def _time_aconnect(target: Target, driver: str, n: int = 1) -> float:
+    """``n`` raw connections opened at once on the loop, until all are open."""
+    t0 = time.perf_counter()
+    conns = await asyncio.gather(*(_aconnect(target, driver) for _ in range(n)))
+    elapsed = time.perf_counter() - t0
+    for c in conns:
+        await c.close()
+    return elapsed
+
+
+def _run(fn: Callable[[Target, str], Any], target: Target, driver: str) -> float:
+    result: float = asyncio.run(fn(target, driver))
+    return result
+
+
+def _run_n(fn: Callable[[Target, str, int], Any], target: Target, driver: str, n: int) -> float:
+    result: float = asyncio.run(fn(target, driver, n))
+    return result
+
+
+#: Pause after each try: the server reaps the backends just closed, and a
+#: connect timed while 20 backends exit measures their exit, not the connect.
+_SETTLE = 0.3
 
 
 def open_pool_ratio(target: Target, tries: int = 5) -> list[dict[str, Any]]:
-    """Time to open a pool of 20 (until all 20 are open) vs one raw connect."""
-    cases: list[tuple[str, Callable[[], float], Callable[[], float]]] = [
-        (
-            "Pool psycopg",
-            lambda: _time_sync_open(target, "psycopg"),
-            lambda: _time_connect(target, "psycopg"),
-        ),
-        (
-            "Pool psycopg2",
-            lambda: _time_sync_open(target, "psycopg2"),
-            lambda: _time_connect(target, "psycopg2"),
-        ),
-        (
-            "AsyncPool psycopg",
-            lambda: asyncio.run(_time_async_open(target, "psycopg")),
-            lambda: asyncio.run(_time_aconnect(target, "psycopg")),
-        ),
-        (
-            "AsyncPool asyncpg",
-            lambda: asyncio.run(_time_async_open(target, "asyncpg")),
-            lambda: asyncio.run(_time_aconnect(target, "asyncpg")),
-        ),
-    ]
+    """Time to open a pool of 20 (until all 20 are open) vs one raw connect,
+    and vs 20 raw connects opened at once (the machine's own limit: the server
+    starts a process per connection, and on two cores 20 of them take a few
+    times one, pool or no pool)."""
+    cases: list[tuple[str, Callable[[], float], Callable[[int], float]]] = []
+    for name, driver in (("Pool psycopg", "psycopg"), ("Pool psycopg2", "psycopg2")):
+        cases.append(
+            (
+                name,
+                functools.partial(_time_sync_open, target, driver),
+                functools.partial(_time_connect, target, driver),
+            )
+        )
+    for name, driver in (("AsyncPool psycopg", "psycopg"), ("AsyncPool asyncpg", "asyncpg")):
+        cases.append(
+            (
+                name,
+                functools.partial(_run, _time_async_open, target, driver),
+                functools.partial(_run_n, _time_aconnect, target, driver),
+            )
+        )
     out = []
     for name, open_pool, connect in cases:
-        pools, conns = [], []
-        for _ in range(tries):  # alternate, so drift hits both alike
-            pools.append(open_pool())
-            conns.append(connect())
+        pools: list[float] = []
+        conns: list[float] = []
+        parallel: list[float] = []
+        for _ in range(tries):  # alternate, so drift hits all alike
+            for series, fn in (
+                (pools, open_pool),
+                (conns, functools.partial(connect, 1)),
+                (parallel, functools.partial(connect, OPEN_SIZE)),
+            ):
+                series.append(fn())
+                time.sleep(_SETTLE)
         pool_s, conn_s = statistics.median(pools), statistics.median(conns)
+        parallel_s = statistics.median(parallel)
         out.append(
             {
                 "pool": name,
                 "open_ms": pool_s * 1e3,
                 "connect_ms": conn_s * 1e3,
                 "ratio": pool_s / conn_s,
+                "parallel_ms": parallel_s * 1e3,
+                "vs_parallel": pool_s / parallel_s,
                 "open_ms_all": [p * 1e3 for p in pools],
                 "connect_ms_all": [c * 1e3 for c in conns],
+                "parallel_ms_all": [c * 1e3 for c in parallel],
             }
         )
     return out

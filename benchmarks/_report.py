@@ -7,7 +7,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ._candidates import DB, Candidate
+from ._candidates import DB, PROTO, Candidate
 from ._harness import Sample, percentile
 
 __all__ = ["Row", "bar", "make_rows", "markdown", "plot", "write_json"]
@@ -168,6 +168,10 @@ def _throughput_goals(rows: list[Row]) -> list[dict[str, Any]]:
             if peer_min is not None:
                 ok = ok and r.vs_peer is not None and r.vs_peer >= peer_min
                 fig += f", {_fmt(r.vs_peer, '.2f')} x peer"
+            proto = _find(rows, driver, PROTO, w)
+            if proto is not None and proto.vs_raw is not None:
+                # The ceiling of any fair hand-off, measured in the same run.
+                fig += f" (prototype: {proto.vs_raw:.2f} x raw)"
             goals.append(_goal(text, fig, ok))
     return goals
 
@@ -276,7 +280,13 @@ def _extra_goals(extras: dict[str, Any]) -> list[dict[str, Any]]:
         goals.append(
             _goal(
                 f"opening a pool of 20 ({r['pool']}): ≤ 3 x one connection",
-                f"{r['open_ms']:.0f} ms vs {r['connect_ms']:.1f} ms = {r['ratio']:.1f} x",
+                f"{r['open_ms']:.0f} ms vs {r['connect_ms']:.1f} ms = {r['ratio']:.1f} x"
+                + (
+                    f" (20 raw connects at once: {r['parallel_ms']:.0f} ms;"
+                    f" the pool takes {r['vs_parallel']:.2f} x that)"
+                    if "parallel_ms" in r
+                    else ""
+                ),
                 r["ratio"] <= 3,
             )
         )

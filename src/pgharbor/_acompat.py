@@ -140,15 +140,16 @@ class Event:
 class AWaiter:
     """A place in the pool's queue: resolved once, by `set` or `fail`.
 
-    ``wait`` returns True once resolved, False on timeout. If the waiting task
-    is cancelled, ``wait`` raises and the pool reclaims whatever it was given.
-    ``since`` is when the wait began (the pool's stats count it).
+    ``wait`` returns True once resolved, False once its deadline passes. If
+    the waiting task is cancelled, ``wait`` raises and the pool reclaims
+    whatever it was given. ``since`` is when the wait began (the pool's stats
+    count it). Made by `ADeadlines.waiter`, on the pool's loop.
     """
 
     __slots__ = ("_fut", "error", "since", "value")
 
-    def __init__(self, since: float) -> None:
-        self._fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    def __init__(self, since: float, fut: asyncio.Future[bool]) -> None:
+        self._fut = fut
         self.since = since
         self.value: Any = None
         self.error: BaseException | None = None
@@ -171,11 +172,12 @@ class AWaiter:
     def done(self) -> bool:
         return self._fut.done()
 
-    def wait(self, timeout: float | None, deadlines: ADeadlines) -> asyncio.Future[bool]:
-        """What to await: True once resolved, False on timeout. A plain method
-        returning the future saves a coroutine frame per queued acquire."""
-        if timeout is not None:
-            deadlines.watch(self, timeout)
+    def wait(self, deadline: float | None, deadlines: ADeadlines) -> asyncio.Future[bool]:
+        """What to await: True once resolved, False once ``deadline`` (a
+        ``time.monotonic()`` instant) passes. A plain method returning the
+        future saves a coroutine frame per queued acquire."""
+        if deadline is not None:
+            deadlines.watch(self, deadline)
         return self._fut
 
     async def settle(self) -> None:
@@ -185,55 +187,70 @@ class AWaiter:
 
 
 class ADeadlines:
-    """Times out a pool's waiters with one timer instead of one per waiter.
+    """Makes a pool's waiters, and times them out with one timer instead of
+    one per waiter.
 
     A timer handle per wait (``call_later``, then ``cancel``) is a large part
     of the cost of a queued acquire. Waiters are kept in arrival order; since
     most share the pool's default timeout, the oldest expire first, and served
     ones are dropped from the front as new ones arrive, so the queue stays as
     short as the pool's own. The single timer is set for the earliest deadline.
+
+    The loop is looked up once, by the first `waiter`: each
+    ``asyncio.get_running_loop()`` costs a ``getpid()`` system call, which
+    was a tenth of a queued acquire on a virtual machine. Deadlines are
+    ``time.monotonic()`` instants (the clock of asyncio's own loop).
     """
 
-    __slots__ = ("_at", "_entries", "_handle")
+    __slots__ = ("_at", "_entries", "_handle", "_loop")
 
     def __init__(self) -> None:
-        self._entries: deque[tuple[float, AWaiter]] = deque()
+        self._entries: deque[tuple[float, asyncio.Future[bool], AWaiter]] = deque()
         self._handle: asyncio.TimerHandle | None = None
         self._at = math.inf
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def watch(self, waiter: AWaiter, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+    def waiter(self, since: float) -> AWaiter:
+        """A new place in the queue, on the pool's loop."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return AWaiter(since, loop.create_future())
+
+    def watch(self, waiter: AWaiter, deadline: float) -> None:
         entries = self._entries
         while entries and entries[0][1].done():
             entries.popleft()
-        entries.append((deadline, waiter))
+        entries.append((deadline, waiter._fut, waiter))
         if deadline < self._at:
-            self._arm(loop, deadline)
+            self._arm(deadline)
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    def _arm(self, deadline: float) -> None:
         if self._handle is not None:
             self._handle.cancel()
         self._at = deadline
-        self._handle = loop.call_at(deadline, self._fire, loop)
+        loop = self._loop or asyncio.get_running_loop()
+        # call_later, not call_at: the loop's clock need not be monotonic()'s.
+        self._handle = loop.call_later(max(deadline - time.monotonic(), 0.0), self._fire)
 
-    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _fire(self) -> None:
         self._handle = None
         self._at = math.inf
-        now = loop.time()
-        keep: deque[tuple[float, AWaiter]] = deque()
+        now = time.monotonic()
+        keep: deque[tuple[float, asyncio.Future[bool], AWaiter]] = deque()
         earliest = math.inf
-        for deadline, waiter in self._entries:
-            if waiter.done():
+        for entry in self._entries:
+            deadline, fut, waiter = entry
+            if fut.done():
                 continue
             if deadline <= now:
                 waiter.expire()
             else:
-                keep.append((deadline, waiter))
+                keep.append(entry)
                 earliest = min(earliest, deadline)
         self._entries = keep
         if earliest < math.inf:
-            self._arm(loop, earliest)
+            self._arm(earliest)
 
 
 class Waiter:
@@ -256,9 +273,11 @@ class Waiter:
         self.error = error
         self._lock.release()
 
-    def wait(self, timeout: float | None, deadlines: Deadlines) -> bool:
+    def wait(self, deadline: float | None, deadlines: Deadlines) -> bool:
         # A blocked thread times out by itself: no shared timer needed.
-        return self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
+        if deadline is None:
+            return self._lock.acquire()
+        return self._lock.acquire(timeout=max(deadline - time.monotonic(), 0.0))
 
     def settle(self) -> None:
         """Block until the resolution the pool already decided is delivered:
@@ -267,9 +286,12 @@ class Waiter:
 
 
 class Deadlines:
-    """Thread flavour of `ADeadlines`: nothing to do (see `Waiter.wait`)."""
+    """Thread flavour of `ADeadlines`: makes waiters; no timer (see `Waiter.wait`)."""
 
     __slots__ = ()
+
+    def waiter(self, since: float) -> Waiter:
+        return Waiter(since)
 
 
 def aspawn(fn: ATaskFn, *args: Any, name: str, group: set[Any]) -> asyncio.Task[Any]:

@@ -99,25 +99,27 @@ RECENT_WAITS: Final = 1024
 
 
 class Io:
-    """I/O a state change asks for; performed by the caller outside its lock."""
+    """I/O a state change asks for; performed by the caller outside its lock.
 
-    __slots__ = ("close", "fail", "handoff", "leaks", "ping", "reconnect_failed", "wake")
+    The fields default to class attributes (empty, shared, never mutated: the
+    ``to_*`` methods give an instance its own list), so making one costs no
+    more than the fields a state change actually sets (hot: every hand-off).
+    """
 
-    def __init__(self) -> None:
-        #: connections to close (already removed from the pool's accounting)
-        self.close: list[Slot] = _EMPTY
-        #: (waiter, slot): hand the slot to the waiter
-        self.handoff: list[tuple[Any, Slot]] = _EMPTY
-        #: (waiter, error): fail the waiter
-        self.fail: list[tuple[Any, BaseException]] = _EMPTY
-        #: idle connections taken out for a background keepalive ping
-        self.ping: list[Slot] = _EMPTY
-        #: in-use connections held past the leak threshold (report once each)
-        self.leaks: list[Slot] = _EMPTY
-        #: wake the maintenance loop (connections to open, or a new deadline)
-        self.wake = False
-        #: the pool has been failing to connect for reconnect_timeout
-        self.reconnect_failed = False
+    #: connections to close (already removed from the pool's accounting)
+    close: list[Slot] = _EMPTY
+    #: (waiter, slot): hand the slot to the waiter
+    handoff: list[tuple[Any, Slot]] = _EMPTY
+    #: (waiter, error): fail the waiter
+    fail: list[tuple[Any, BaseException]] = _EMPTY
+    #: idle connections taken out for a background keepalive ping
+    ping: list[Slot] = _EMPTY
+    #: in-use connections held past the leak threshold (report once each)
+    leaks: list[Slot] = _EMPTY
+    #: wake the maintenance loop (connections to open, or a new deadline)
+    wake: bool = False
+    #: the pool has been failing to connect for reconnect_timeout
+    reconnect_failed: bool = False
 
     def to_close(self, slot: Slot) -> None:
         if self.close:
@@ -290,13 +292,14 @@ class PoolState:
         ):
             return self._retire(slot, healthy)
         slot.last_used = now
-        self._refresh(slot, now)
+        window_end = now + self.options.check_window  # _refresh, inlined: hot
+        slot.fresh_until = window_end if window_end < slot.expires_at else slot.expires_at
         # Hand it straight to the oldest waiter (FIFO fairness), if any.
         if self.waiters:
             waiter = self.waiters.popleft()
             self._lend(slot, now, waiter)
             io = Io()
-            io.to_hand(waiter, slot)
+            io.handoff = [(waiter, slot)]
             return io
         self.idle.append(slot)
         if self.next_due is None:
@@ -354,7 +357,8 @@ class PoolState:
             io.to_hand(waiter, slot)
             return io
         self.waiters.append(waiter)
-        if self._wanted():
+        # (_wanted() is 0 when the pool is full: the usual case under load.)
+        if len(self.slots) + self.connecting < self.options.max_size and self._wanted():
             io = Io()
             io.wake = True
             return io

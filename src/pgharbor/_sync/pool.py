@@ -444,8 +444,26 @@ class Pool(PoolObservability):
                     slot = st.checkout(monotonic())
             tried = False
             if slot is None:
-                # (Should a connection come back meanwhile, enqueue hands it over.)
-                slot = self._wait_for_slot(timeout, started)
+                # Queue (should a connection come back meanwhile, enqueue hands
+                # it over). The wait is awaited here, not in a helper: one
+                # coroutine frame less on every queued acquire.
+                waiter = self._enqueue(started)
+                limit = self.options.timeout if timeout is None else timeout
+                try:
+                    # The timeout counts from the start of the acquire.
+                    resolved = waiter.wait(started + limit, self._deadlines)
+                except BaseException:
+                    self._abandon(waiter)
+                    raise
+                if not resolved and self._timed_out(waiter, limit):
+                    # A connection arrived as the timer fired: take it.
+                    waiter.settle()
+                if waiter.error is not None:
+                    raise waiter.error
+                slot = waiter.value
+                assert slot is not None
+                if slot.verdict != OK:
+                    continue  # an idle one enqueue handed over: its verdict applies
             elif slot.verdict != OK:
                 if slot.verdict == CHECK:
                     try:
@@ -520,47 +538,40 @@ class Pool(PoolObservability):
             if io is not None:
                 self._perform(io)
 
-    def _wait_for_slot(self, timeout: float | None, since: float) -> Slot:
-        """Queue until a connection is handed over (FIFO) or the timeout passes."""
-        if timeout is None:
-            timeout = self.options.timeout
+    def _enqueue(self, since: float) -> Waiter:
+        """Join the FIFO queue (or be handed an idle connection at once)."""
         if self._state.closed or not self._opened:
             raise PoolClosed(f"pool {self.name!r} is {'closed' if self._opened else 'not open'}")
-        waiter = Waiter(since)
+        waiter = self._deadlines.waiter(since)
         with self._lock:
             io = self._state.enqueue(waiter, monotonic())
         if io is not None:
             self._perform(io)  # a hand-off of an idle connection, or a wake-up
         if self._alerts is not None:
             self._sample_alerts()
-        try:
-            resolved = waiter.wait(timeout, self._deadlines)
-        except BaseException:
-            # Cancelled while queued: leave the queue, or give back what we got.
-            with self._lock:
-                gone = self._state.dequeue(waiter, timed_out=False)
-            if not gone:
-                waiter.settle()
-                if waiter.value is not None:
-                    self._release_slot(waiter.value)
-            raise
-        if not resolved:
-            with self._lock:
-                gone = self._state.dequeue(waiter, timed_out=True)
-            if gone:
-                if self._obs is not None:
-                    self._obs.timed_out(timeout)
-                raise self._timeout_error(
-                    f"couldn't get a connection from pool {self.name!r} within {timeout:.2f} s"
-                )
-            # A connection arrived as the timer fired: take it.
-            waiter.settle()
-        if waiter.error is not None:
-            raise waiter.error
-        slot: Slot = waiter.value
-        return slot
+        return waiter
 
-    # -- I/O helpers ---------------------------------------------------------------
+    def _timed_out(self, waiter: Waiter, timeout: float) -> bool:
+        """The wait timed out: leave the queue and raise `PoolTimeout`; or
+        return True when a connection was handed over as the timer fired."""
+        with self._lock:
+            gone = self._state.dequeue(waiter, timed_out=True)
+        if not gone:
+            return True
+        if self._obs is not None:
+            self._obs.timed_out(timeout)
+        raise self._timeout_error(
+            f"couldn't get a connection from pool {self.name!r} within {timeout:.2f} s"
+        )
+
+    def _abandon(self, waiter: Waiter) -> None:
+        """Cancelled while queued: leave the queue, or give back what we got."""
+        with self._lock:
+            gone = self._state.dequeue(waiter, timed_out=False)
+        if not gone:
+            waiter.settle()
+            if waiter.value is not None:
+                self._release_slot(waiter.value)
 
     def _clean(self, slot: Slot, status: ConnStatus) -> bool:
         """Make a returned connection reusable; False if it must be discarded."""
