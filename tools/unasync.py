@@ -100,6 +100,7 @@ RULES: list[Rule] = [
     Rule("aspawn", "spawn", optional=True),
     Rule("ajoin", "join", optional=True),
     Rule("aalive", "alive", optional=True),
+    Rule("akeep", "keep", optional=True),
     Rule("asleep", "sleep", optional=True),
     Rule("ADeadlines", "Deadlines", optional=True),
     Rule("AWaiter", "Waiter", optional=True),

@@ -48,6 +48,7 @@ __all__ = [
     "aensure",
     "agather",
     "ajoin",
+    "akeep",
     "alive",
     "arun_all",
     "asleep",
@@ -55,6 +56,7 @@ __all__ = [
     "ensure",
     "gather",
     "join",
+    "keep",
     "run_all",
     "sleep",
     "spawn",
@@ -316,6 +318,24 @@ def spawn(fn: TaskFn, *args: Any, name: str, group: set[Any]) -> threading.Threa
     group.add(thread)
     thread.start()
     return thread
+
+
+#: Tasks that must outlive the object that spawned them (see `akeep`).
+_kept: set[asyncio.Task[Any]] = set()
+
+
+def akeep(task: asyncio.Task[Any]) -> None:
+    """Hold ``task`` strongly until it ends, whatever happens to its owner.
+
+    The event loop holds tasks weakly: a task waiting on an event that only
+    its owner references would be destroyed mid-flight with its owner (a pool
+    dropped without close), instead of being woken to finish."""
+    _kept.add(task)
+    task.add_done_callback(_kept.discard)
+
+
+def keep(thread: threading.Thread) -> None:
+    """Thread flavour of `akeep`: a running thread is held by ``threading``."""
 
 
 def aalive(task: asyncio.Task[Any]) -> bool:

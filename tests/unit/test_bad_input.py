@@ -518,3 +518,30 @@ def test_secret_never_in_valid_settings(caplog: pytest.LogCaptureFixture) -> Non
         assert SECRET not in text
     assert a.pool_kwargs()["password"] == SECRET
     assert settings.database("b").conninfo_params()["password"] == SECRET
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -1, "5", True])
+async def test_b18_per_call_timeouts_are_checked_before_anything_happens(value: Any) -> None:
+    """B18: a per-call timeout (connection, acquire, open, wait, close) is
+    checked at the call, naming it: a NaN deadline would never expire, and a
+    string would fail only once the caller had queued. Nothing is started."""
+    from pgharbor import AsyncPool, Pool
+
+    apool = AsyncPool("host=127.0.0.1 port=1", name="calls")
+    with pytest.raises(ConfigError, match=r"^timeout: must be"):
+        apool.connection(timeout=value)
+    with pytest.raises(ConfigError, match=r"^timeout: must be"):
+        await apool.acquire(timeout=value)
+    with pytest.raises(ConfigError, match=r"^timeout: must be"):
+        await apool.open(timeout=value)
+    assert repr(apool).startswith("<AsyncPool 'calls' new ")  # open() did not start
+    with pytest.raises(ConfigError, match=r"^timeout: must be"):
+        await apool.close(timeout=value)
+    pool = Pool("host=127.0.0.1 port=1", name="calls")
+    with pytest.raises(ConfigError, match=r"^timeout: must be"):
+        pool.connection(timeout=value)
+    with pytest.raises(ConfigError, match=r"^timeout: must be"):
+        pool.wait(timeout=value)
+    await apool.close()
+    pool.close()
+    assert apool.connection(timeout=0) is not None  # 0: do not wait (valid)

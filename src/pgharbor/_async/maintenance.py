@@ -11,6 +11,7 @@ lock through `PoolState` and do their I/O outside it.
 from __future__ import annotations
 
 import logging
+import weakref
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -45,12 +46,20 @@ _IDLE = ConnStatus.IDLE
 _ALERT_PERIOD = 1.0  # seconds between samples of the alert conditions
 
 
-async def maintain(pool: AsyncPool) -> None:
+async def maintain(ref: weakref.ref[AsyncPool]) -> None:
     """The maintenance loop: opens connections (with backoff), retires
-    expired and surplus idle ones, keeps idle ones alive, reports leaks."""
-    st = pool._state
-    while not st.closed:
-        pool._wakeup.clear()
+    expired and surplus idle ones, keeps idle ones alive, reports leaks.
+
+    It holds the pool weakly while it sleeps, so a pool its owner dropped
+    without closing can be collected (and warn, see ``AsyncPool.__del__``).
+    """
+    while True:
+        pool = ref()
+        if pool is None or pool._state.closed:
+            return
+        st = pool._state
+        wakeup = pool._wakeup
+        wakeup.clear()
         now = monotonic()
         with pool._lock:
             n, retry_at = st.plan_connects(now)
@@ -65,7 +74,8 @@ async def maintain(pool: AsyncPool) -> None:
             # Conditions are sampled here about once a second.
             pool._sample_alerts()
             wake_at = min(wake_at or now + _ALERT_PERIOD, now + _ALERT_PERIOD)
-        await pool._wakeup.wait_timeout(None if wake_at is None else wake_at - monotonic())
+        del pool, st, io
+        await wakeup.wait_timeout(None if wake_at is None else wake_at - monotonic())
 
 
 async def connect_one(pool: AsyncPool) -> None:

@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from time import monotonic
@@ -39,13 +40,14 @@ from .._acompat import (
     aalive,
     aensure,
     ajoin,
+    akeep,
     aspawn,
 )
 from .._conninfo import describe, parse_conninfo, redact, secrets_of, with_defaults
 from .._policy.backoff import Backoff
 from .._policy.breaker import Breaker, BreakerOptions
 from .._policy.health import Alerts, HealthThresholds
-from .._policy.options import PoolOptions
+from .._policy.options import PoolOptions, timeout_arg
 from .._policy.pool import CHECK, DISCARD, OK, Io, PoolState, Slot
 from .._pool_observe import PoolObservability
 from ..drivers import get_async_driver
@@ -210,6 +212,30 @@ class AsyncPool(PoolObservability):
             f"{self.options.max_size} idle={len(st.idle)} waiting={len(st.waiters)}>"
         )
 
+    def __del__(self) -> None:
+        # An open pool dropped without close(): say so, as files and sockets
+        # do, and let go of what needs no I/O (no awaiting in a finalizer).
+        try:
+            state = self._state
+        except AttributeError:
+            return  # __init__ failed
+        if not self._opened or state.closed or self._forked:
+            return
+        warnings.warn(
+            f"pool {self.name!r} was never closed: call close(), or use it as a "
+            "context manager; its idle connections are dropped now",
+            ResourceWarning,
+            stacklevel=2,
+            source=self,
+        )
+        io = state.close()
+        for slot in io.close:
+            self._driver.terminate(slot.conn)
+        try:
+            self._wakeup.set()  # the maintenance loop ends
+        except RuntimeError:
+            pass  # its event loop is already closed
+
     async def __aenter__(self) -> AsyncPool:
         await self.open(wait=True)
         return self
@@ -235,6 +261,7 @@ class AsyncPool(PoolObservability):
                 error is the cause.
             PoolClosed: the pool was closed; pools are not reopened.
         """
+        timeout = timeout_arg(timeout)
         if self._state.closed:
             raise PoolClosed(f"pool {self.name!r} is closed")
         if not self._opened:
@@ -242,7 +269,7 @@ class AsyncPool(PoolObservability):
             # Sinks meet the pool when it opens (and forget it when it
             # closes): a pool never opened leaves no stale series behind.
             self._start_observers()
-            self._spawn(maintain, self)
+            akeep(self._spawn(maintain, weakref.ref(self)))
         if wait:
             await self.wait(timeout)
 
@@ -252,6 +279,7 @@ class AsyncPool(PoolObservability):
         Raises:
             PoolTimeout: not within ``timeout`` (default: the pool's timeout).
         """
+        timeout = timeout_arg(timeout)
         timeout = self.options.timeout if timeout is None else timeout
         deadline = monotonic() + timeout
         while True:
@@ -282,7 +310,7 @@ class AsyncPool(PoolObservability):
         connections still in use are closed when they are returned. Returns
         within about ``timeout`` seconds whatever the network does. Idempotent.
         """
-        deadline = monotonic() + timeout
+        deadline = monotonic() + (timeout_arg(timeout) or 0.0)
         with self._lock:
             io = self._state.close()
         self._wakeup.set()
@@ -320,6 +348,8 @@ class AsyncPool(PoolObservability):
                 (authentication, missing database) and no connection is open.
             PoolClosed: the pool is closed, or closes while waiting.
         """
+        if timeout is not None:
+            timeout = timeout_arg(timeout)
         return _ConnectionContext(self, timeout)
 
     async def acquire(self, timeout: float | None = None) -> Any:
@@ -328,8 +358,10 @@ class AsyncPool(PoolObservability):
         Prefer `connection`, which cannot forget to give it back. Raises as
         `connection` does.
         """
+        if timeout is not None:
+            timeout = timeout_arg(timeout)
         slot: Slot | None = None
-        if not self._slow:
+        if not self._slow and not self._state.waiters:  # (see _ConnectionContext)
             with self._lock:
                 slot = self._state.checkout(monotonic())
         if slot is None or slot.verdict:
@@ -626,8 +658,8 @@ class AsyncPool(PoolObservability):
         if io.wake:
             self._wakeup.set()
 
-    def _spawn(self, fn: ATaskFn, *args: Any) -> None:
-        aspawn(
+    def _spawn(self, fn: ATaskFn, *args: Any) -> Any:
+        return aspawn(
             fn,
             *args,
             name=f"pgharbor-{self.name}-{fn.__name__.strip('_')}",
@@ -696,7 +728,7 @@ class AsyncPool(PoolObservability):
         self._progress = AEvent()
         self._deadlines = ADeadlines()
         if self._opened:
-            self._spawn(maintain, self)
+            akeep(self._spawn(maintain, weakref.ref(self)))
 
 
 # Connections inherited from a parent process: kept referenced so that no
@@ -726,7 +758,9 @@ class _ConnectionContext:
     async def __aenter__(self) -> Any:
         pool = self._pool
         slot: Slot | None = None
-        if not pool._slow:
+        # With callers queued there is no idle connection to take (they would
+        # have it): join the queue at once (enqueue hands over one if there is).
+        if not pool._slow and not pool._state.waiters:
             with pool._lock:
                 slot = pool._state.checkout(monotonic())
         if slot is None or slot.verdict:

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import ConfigError
 from .backoff import Backoff
 
-__all__ = ["MAX_POOL_SIZE", "PoolOptions"]
+__all__ = ["MAX_POOL_SIZE", "PoolOptions", "timeout_arg"]
 
 #: Hard ceiling for ``max_size``: far above any PostgreSQL ``max_connections``
 #: worth running, low enough that a typo (``10**9``) fails loudly.
@@ -39,6 +39,19 @@ def _seconds(name: str, value: Any, *, allow_none: bool, positive: bool) -> floa
         rule = "> 0" if positive else ">= 0"
         raise ConfigError(name, f"must be {rule}, got {value}", value)
     return float(value)
+
+
+def timeout_arg(value: Any, name: str = "timeout") -> float | None:
+    """A per-call timeout (``acquire(timeout=...)``, ``close(timeout=...)``):
+    None (the pool's default) or finite seconds >= 0 (0: do not wait).
+
+    Raises:
+        ConfigError: not a number, NaN, infinite or negative — a NaN deadline
+            would never expire, and a string would fail only once queued.
+    """
+    if value is None or (type(value) is float and 0.0 <= value < math.inf):
+        return value  # the common cases, without the full check
+    return _seconds(name, value, allow_none=True, positive=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,6 +13,7 @@ lock through `PoolState` and do their I/O outside it.
 from __future__ import annotations
 
 import logging
+import weakref
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -47,12 +48,20 @@ _IDLE = ConnStatus.IDLE
 _ALERT_PERIOD = 1.0  # seconds between samples of the alert conditions
 
 
-def maintain(pool: Pool) -> None:
+def maintain(ref: weakref.ref[Pool]) -> None:
     """The maintenance loop: opens connections (with backoff), retires
-    expired and surplus idle ones, keeps idle ones alive, reports leaks."""
-    st = pool._state
-    while not st.closed:
-        pool._wakeup.clear()
+    expired and surplus idle ones, keeps idle ones alive, reports leaks.
+
+    It holds the pool weakly while it sleeps, so a pool its owner dropped
+    without closing can be collected (and warn, see ``Pool.__del__``).
+    """
+    while True:
+        pool = ref()
+        if pool is None or pool._state.closed:
+            return
+        st = pool._state
+        wakeup = pool._wakeup
+        wakeup.clear()
         now = monotonic()
         with pool._lock:
             n, retry_at = st.plan_connects(now)
@@ -67,7 +76,8 @@ def maintain(pool: Pool) -> None:
             # Conditions are sampled here about once a second.
             pool._sample_alerts()
             wake_at = min(wake_at or now + _ALERT_PERIOD, now + _ALERT_PERIOD)
-        pool._wakeup.wait_timeout(None if wake_at is None else wake_at - monotonic())
+        del pool, st, io
+        wakeup.wait_timeout(None if wake_at is None else wake_at - monotonic())
 
 
 def connect_one(pool: Pool) -> None:

@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from time import monotonic
@@ -41,13 +42,14 @@ from .._acompat import (
     alive,
     ensure,
     join,
+    keep,
     spawn,
 )
 from .._conninfo import describe, parse_conninfo, redact, secrets_of, with_defaults
 from .._policy.backoff import Backoff
 from .._policy.breaker import Breaker, BreakerOptions
 from .._policy.health import Alerts, HealthThresholds
-from .._policy.options import PoolOptions
+from .._policy.options import PoolOptions, timeout_arg
 from .._policy.pool import CHECK, DISCARD, OK, Io, PoolState, Slot
 from .._pool_observe import PoolObservability
 from ..drivers import get_driver
@@ -212,6 +214,30 @@ class Pool(PoolObservability):
             f"{self.options.max_size} idle={len(st.idle)} waiting={len(st.waiters)}>"
         )
 
+    def __del__(self) -> None:
+        # An open pool dropped without close(): say so, as files and sockets
+        # do, and let go of what needs no I/O (no awaiting in a finalizer).
+        try:
+            state = self._state
+        except AttributeError:
+            return  # __init__ failed
+        if not self._opened or state.closed or self._forked:
+            return
+        warnings.warn(
+            f"pool {self.name!r} was never closed: call close(), or use it as a "
+            "context manager; its idle connections are dropped now",
+            ResourceWarning,
+            stacklevel=2,
+            source=self,
+        )
+        io = state.close()
+        for slot in io.close:
+            self._driver.terminate(slot.conn)
+        try:
+            self._wakeup.set()  # the maintenance loop ends
+        except RuntimeError:
+            pass  # its event loop is already closed
+
     def __enter__(self) -> Pool:
         self.open(wait=True)
         return self
@@ -237,6 +263,7 @@ class Pool(PoolObservability):
                 error is the cause.
             PoolClosed: the pool was closed; pools are not reopened.
         """
+        timeout = timeout_arg(timeout)
         if self._state.closed:
             raise PoolClosed(f"pool {self.name!r} is closed")
         if not self._opened:
@@ -244,7 +271,7 @@ class Pool(PoolObservability):
             # Sinks meet the pool when it opens (and forget it when it
             # closes): a pool never opened leaves no stale series behind.
             self._start_observers()
-            self._spawn(maintain, self)
+            keep(self._spawn(maintain, weakref.ref(self)))
         if wait:
             self.wait(timeout)
 
@@ -254,6 +281,7 @@ class Pool(PoolObservability):
         Raises:
             PoolTimeout: not within ``timeout`` (default: the pool's timeout).
         """
+        timeout = timeout_arg(timeout)
         timeout = self.options.timeout if timeout is None else timeout
         deadline = monotonic() + timeout
         while True:
@@ -284,7 +312,7 @@ class Pool(PoolObservability):
         connections still in use are closed when they are returned. Returns
         within about ``timeout`` seconds whatever the network does. Idempotent.
         """
-        deadline = monotonic() + timeout
+        deadline = monotonic() + (timeout_arg(timeout) or 0.0)
         with self._lock:
             io = self._state.close()
         self._wakeup.set()
@@ -322,6 +350,8 @@ class Pool(PoolObservability):
                 (authentication, missing database) and no connection is open.
             PoolClosed: the pool is closed, or closes while waiting.
         """
+        if timeout is not None:
+            timeout = timeout_arg(timeout)
         return _ConnectionContext(self, timeout)
 
     def acquire(self, timeout: float | None = None) -> Any:
@@ -330,8 +360,10 @@ class Pool(PoolObservability):
         Prefer `connection`, which cannot forget to give it back. Raises as
         `connection` does.
         """
+        if timeout is not None:
+            timeout = timeout_arg(timeout)
         slot: Slot | None = None
-        if not self._slow:
+        if not self._slow and not self._state.waiters:  # (see _ConnectionContext)
             with self._lock:
                 slot = self._state.checkout(monotonic())
         if slot is None or slot.verdict:
@@ -628,8 +660,8 @@ class Pool(PoolObservability):
         if io.wake:
             self._wakeup.set()
 
-    def _spawn(self, fn: TaskFn, *args: Any) -> None:
-        spawn(
+    def _spawn(self, fn: TaskFn, *args: Any) -> Any:
+        return spawn(
             fn,
             *args,
             name=f"pgharbor-{self.name}-{fn.__name__.strip('_')}",
@@ -698,7 +730,7 @@ class Pool(PoolObservability):
         self._progress = Event()
         self._deadlines = Deadlines()
         if self._opened:
-            self._spawn(maintain, self)
+            keep(self._spawn(maintain, weakref.ref(self)))
 
 
 # Connections inherited from a parent process: kept referenced so that no
@@ -728,7 +760,9 @@ class _ConnectionContext:
     def __enter__(self) -> Any:
         pool = self._pool
         slot: Slot | None = None
-        if not pool._slow:
+        # With callers queued there is no idle connection to take (they would
+        # have it): join the queue at once (enqueue hands over one if there is).
+        if not pool._slow and not pool._state.waiters:
             with pool._lock:
                 slot = pool._state.checkout(monotonic())
         if slot is None or slot.verdict:

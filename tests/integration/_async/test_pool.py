@@ -3,8 +3,10 @@ the generated sync tests, which run `Pool` over every sync driver)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from time import monotonic
 from typing import Any
@@ -26,7 +28,7 @@ from pgharbor.errors import (
 )
 from pgharbor.testing import ChaosProxy, PostgresServer
 
-from .helpers import DRIVERS, backend_pid, query
+from .helpers import DRIVERS, backend_pid, query, wait_until
 
 # Seconds of timing slack on a small shared machine; CI may scale it.
 SLACK = 0.5 * float(os.environ.get("PGHARBOR_TIMING_SLACK", "1.0"))
@@ -89,6 +91,37 @@ async def test_open_fills_min_size_and_close_leaves_nothing(
             break
         await asleep(0.02)
     assert pg_server.backends(application_name=app_name) == []
+
+
+async def test_a_pool_dropped_without_close_warns_and_lets_go(
+    pg_server: PostgresServer, app_name: str, driver: str
+) -> None:
+    """An open pool its owner drops without close() says so when collected
+    (a ResourceWarning naming it), closes its idle connections without I/O,
+    and its maintenance loop ends: nothing keeps the pool alive, and no
+    session, task or thread is left behind (the leak guard checks the last two)."""
+    pool = AsyncPool(
+        pg_server.conninfo(),
+        driver=driver,
+        min_size=2,
+        name="dropped",
+        kwargs={"application_name": app_name},
+    )
+    await pool.open()
+    async with pool.connection() as conn:
+        await query(conn, "SELECT 1")
+    assert len(pg_server.backends(application_name=app_name)) == 2
+    with pytest.warns(ResourceWarning, match="pool 'dropped' was never closed"):
+        del pool, conn
+        gc.collect()
+    await wait_until(
+        lambda: not pg_server.backends(application_name=app_name), 5.0, "sessions ended"
+    )
+    await wait_until(
+        lambda: not any("dropped" in t.name for t in threading.enumerate()),
+        5.0,
+        "maintenance thread ended",
+    )
 
 
 async def test_connection_is_native_and_autocommit(make_pool: PoolFactory, driver: str) -> None:
