@@ -91,13 +91,26 @@ asleep = asyncio.sleep
 class AEvent:
     """``asyncio.Event`` with a bounded ``wait_timeout``."""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "_loop")
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def set(self) -> None:
         self._event.set()
+
+    def set_threadsafe(self) -> None:
+        """`set` from any thread or a finalizer (the garbage collector runs
+        wherever it likes): through the loop that waits on the event."""
+        loop = self._loop
+        if loop is None:
+            self._event.set()  # nobody has waited yet
+            return
+        try:
+            loop.call_soon_threadsafe(self._event.set)
+        except RuntimeError:
+            pass  # that loop is closed: nobody is left to wake
 
     def clear(self) -> None:
         self._event.clear()
@@ -107,6 +120,7 @@ class AEvent:
 
     async def wait_timeout(self, timeout: float | None) -> bool:
         """Wait until set or ``timeout`` seconds pass; True if set."""
+        self._loop = asyncio.get_running_loop()
         if timeout is None:
             await self._event.wait()
             return True
@@ -127,6 +141,9 @@ class Event:
         self._event = threading.Event()
 
     def set(self) -> None:
+        self._event.set()
+
+    def set_threadsafe(self) -> None:
         self._event.set()
 
     def clear(self) -> None:

@@ -215,12 +215,11 @@ class AsyncPool(PoolObservability):
     def __del__(self) -> None:
         # An open pool dropped without close(): say so, as files and sockets
         # do, and let go of what needs no I/O (no awaiting in a finalizer).
-        try:
-            state = self._state
-        except AttributeError:
-            return  # __init__ failed
-        if not self._opened or state.closed or self._forked:
-            return
+        state = getattr(self, "_state", None)
+        if state is None or state.closed or not getattr(self, "_opened", False):
+            return  # never opened, closed, or __init__ failed
+        if self._forked:
+            return  # the parent's connections: not ours to drop
         warnings.warn(
             f"pool {self.name!r} was never closed: call close(), or use it as a "
             "context manager; its idle connections are dropped now",
@@ -231,10 +230,7 @@ class AsyncPool(PoolObservability):
         io = state.close()
         for slot in io.close:
             self._driver.terminate(slot.conn)
-        try:
-            self._wakeup.set()  # the maintenance loop ends
-        except RuntimeError:
-            pass  # its event loop is already closed
+        self._wakeup.set_threadsafe()  # the maintenance loop ends
 
     async def __aenter__(self) -> AsyncPool:
         await self.open(wait=True)

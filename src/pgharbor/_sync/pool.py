@@ -217,12 +217,11 @@ class Pool(PoolObservability):
     def __del__(self) -> None:
         # An open pool dropped without close(): say so, as files and sockets
         # do, and let go of what needs no I/O (no awaiting in a finalizer).
-        try:
-            state = self._state
-        except AttributeError:
-            return  # __init__ failed
-        if not self._opened or state.closed or self._forked:
-            return
+        state = getattr(self, "_state", None)
+        if state is None or state.closed or not getattr(self, "_opened", False):
+            return  # never opened, closed, or __init__ failed
+        if self._forked:
+            return  # the parent's connections: not ours to drop
         warnings.warn(
             f"pool {self.name!r} was never closed: call close(), or use it as a "
             "context manager; its idle connections are dropped now",
@@ -233,10 +232,7 @@ class Pool(PoolObservability):
         io = state.close()
         for slot in io.close:
             self._driver.terminate(slot.conn)
-        try:
-            self._wakeup.set()  # the maintenance loop ends
-        except RuntimeError:
-            pass  # its event loop is already closed
+        self._wakeup.set_threadsafe()  # the maintenance loop ends
 
     def __enter__(self) -> Pool:
         self.open(wait=True)
