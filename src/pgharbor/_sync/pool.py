@@ -222,17 +222,18 @@ class Pool(PoolObservability):
             return  # never opened, closed, or __init__ failed
         if self._forked:
             return  # the parent's connections: not ours to drop
-        warnings.warn(
-            f"pool {self.name!r} was never closed: call close(), or use it as a "
-            "context manager; its idle connections are dropped now",
-            ResourceWarning,
-            stacklevel=2,
-            source=self,
-        )
+        # Let go first: with warnings turned into errors, warn() raises.
         io = state.close()
         for slot in io.close:
             self._driver.terminate(slot.conn)
         self._wakeup.set_threadsafe()  # the maintenance loop ends
+        warnings.warn(
+            f"pool {self.name!r} was never closed: call close(), or use it as a "
+            "context manager; its idle connections were dropped",
+            ResourceWarning,
+            stacklevel=2,
+            source=self,
+        )
 
     def __enter__(self) -> Pool:
         self.open(wait=True)
