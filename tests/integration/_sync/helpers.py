@@ -36,7 +36,7 @@ def backend_pid(conn: Any) -> int:
     return int(rows[0][0])
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
+def wait_until(check: Callable[[], bool], timeout: float, what: str = "condition") -> float:
     """Poll ``check``; the time it took (fail after ``timeout``)."""
     start = monotonic()
     while not check():

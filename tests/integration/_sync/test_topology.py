@@ -21,7 +21,7 @@ from pgharbor._policy.backoff import Backoff
 from pgharbor.errors import NoAvailableServer
 from pgharbor.testing import PostgresServer
 
-from .helpers import DRIVERS, query
+from .helpers import DRIVERS, query, wait_until
 
 pytestmark = pytest.mark.replica
 
@@ -71,16 +71,6 @@ def own_pair() -> Iterator[tuple[PostgresServer, PostgresServer]]:
 
 def in_recovery(conn: Any) -> bool:
     return bool((query(conn, "SELECT pg_is_in_recovery()"))[0][0])
-
-
-def wait_until(check: Callable[[], bool], timeout: float) -> float:
-    """Poll ``check`` until true; return how long it took (fail after ``timeout``)."""
-    start = monotonic()
-    while not check():
-        if monotonic() - start > timeout:
-            pytest.fail(f"condition not met within {timeout} s")
-        sleep(0.01)
-    return monotonic() - start
 
 
 def role_of(topo: Topology, name: str) -> tuple[str, bool]:
