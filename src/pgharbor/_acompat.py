@@ -188,9 +188,6 @@ class AWaiter:
         if not self._fut.done():
             self._fut.set_result(False)
 
-    def done(self) -> bool:
-        return self._fut.done()
-
     def wait(self, deadline: float | None, deadlines: ADeadlines) -> asyncio.Future[bool]:
         """What to await: True once resolved, False once ``deadline`` (a
         ``time.monotonic()`` instant) passes. A plain method returning the
