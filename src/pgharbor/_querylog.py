@@ -89,7 +89,10 @@ class QueryLog:
             self.total += seconds
             if error is not None:
                 self.errors += 1
-        pool._record_query(seconds, error, error is not None and server_fault(error))
+        fault = None
+        if error is not None and server_fault(error):
+            fault = pool.connector.safe(error)
+        pool.observation.query(seconds, error, fault)
         if self.slow is not None and seconds >= self.slow:
             with self._lock:
                 self.n_slow += 1

@@ -28,7 +28,7 @@ the chain), `is_disconnect`, `is_transient`, `is_retryable_transaction`,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from ._policy.sqlstate import (
     is_disconnect,
@@ -62,6 +62,9 @@ __all__ = [
     "sqlstate_of",
     "statement_did_not_run",
 ]
+
+
+E = TypeVar("E", bound=BaseException)
 
 
 class HarborError(Exception):
@@ -166,3 +169,20 @@ class CommitOutcomeUnknown(HarborError):
     been applied. Never retried automatically."""
 
     __module__ = "pgharbor"
+
+
+def fresh_copy(error: E) -> E:
+    """A new exception equal to ``error`` (same class, message and
+    attributes), caused by it, to raise in its place.
+
+    Raising a stored exception object again appends the raiser's frames to
+    its traceback: a pool that re-raised its last connect error at every
+    call grew it without bound (two frames a call).
+    """
+    cls = type(error)
+    new = cls.__new__(cls)
+    new.args = error.args
+    new.__dict__.update(error.__dict__)
+    new.__cause__ = error
+    new.__suppress_context__ = True
+    return new

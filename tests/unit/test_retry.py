@@ -19,7 +19,9 @@ POLICY = RetryPolicy(max_attempts=3, backoff=Backoff(initial=0.1, jitter=0.0), m
 @pytest.mark.parametrize(
     ("error", "idempotent", "retried"),
     [
-        (PgError("terminating connection due to administrator command", "57P01"), False, True),
+        # 57P01 is also what a running statement gets from pg_terminate_backend.
+        (PgError("terminating connection due to administrator command", "57P01"), False, False),
+        (PgError("terminating connection due to administrator command", "57P01"), True, True),
         (PgError("the connection is closed"), False, True),
         (PgError("server closed the connection unexpectedly"), False, False),
         (PgError("server closed the connection unexpectedly"), True, True),
@@ -34,15 +36,15 @@ POLICY = RetryPolicy(max_attempts=3, backoff=Backoff(initial=0.1, jitter=0.0), m
     ],
 )
 def test_statement_rules(error: Exception, idempotent: bool, retried: bool) -> None:
-    """Statements: resent when they did not run; when lost, only if idempotent;
-    never for errors a retry cannot fix."""
+    """Statements: resent when the driver refused to send them; when lost or
+    ended by the server, only if idempotent; never for errors a retry cannot fix."""
     delay = POLICY.statement(1, 0.0, error, idempotent=idempotent, rand=0.5)
     assert (delay is not None) is retried
 
 
 def test_did_not_run_is_resent_at_once_then_backs_off() -> None:
-    """The first resend of a statement that did not run is immediate."""
-    error = PgError("terminating connection due to administrator command", "57P01")
+    """The first resend of a statement that was never sent is immediate."""
+    error = PgError("the connection is closed")
     assert POLICY.statement(1, 0.0, error, idempotent=False, rand=0.5) == 0.0
     assert POLICY.statement(2, 0.0, error, idempotent=False, rand=0.5) == pytest.approx(0.2)
     assert POLICY.statement(3, 0.0, error, idempotent=False, rand=0.5) is None  # max_attempts

@@ -1,17 +1,28 @@
-"""`AsyncPool`: the I/O shell around the pure `PoolState`.
+"""`AsyncPool`: lends connections; source of the generated `Pool`.
 
 This file is the source of truth for both flavours: `tools/unasync.py`
 generates `pgharbor/_sync/pool.py` (`Pool`) from it. Differences between
 asyncio and threads live in the paired primitives of `pgharbor._acompat`.
 
-Rules this shell keeps:
+A pool is four things composed (the seams HikariCP cuts along):
+
+- the pure core, `pgharbor._policy.pool.PoolState`: every fact and decision;
+- an `AsyncConnector` (``pool.connector``): everything about one connection —
+  conninfo, driver, version check, checkout check, ping, cleaning, closing;
+- an `AsyncHousekeeper`: carries out the core's decisions and runs the
+  background work (opening, retiring, keepalive, probing a server that is down);
+- a `PoolObservation` (``pool.observation``): health, alerts, hooks, metrics.
+
+This class is the lending part: `acquire`, `release`, `connection` and the
+administration around them. Rules it keeps:
 
 - decide under the lock (``PoolState`` methods), do I/O outside it;
-- the hot path (`acquire`, `release`, `connection`) does no I/O unless a
-  connection needs a ping (idle longer than ``check_window``) or a rollback
-  (returned inside a transaction);
-- connections are opened and closed by background work (`maintenance.py`:
-  `maintain`, `connect_one`, `close_slots`), never by the caller waiting for one;
+- the hot path does no I/O unless a connection needs a ping (idle longer
+  than ``check_window``) or cleaning (returned dirty); its checkout check
+  costs at most one zero-timeout ``poll``;
+- connections are opened and closed by the housekeeper, never by the caller
+  waiting for one (except one returned to a closed pool: closed before the
+  return completes);
 - a slot is always either given back or discarded, whatever exception —
   cancellation included — interrupts the path that holds it.
 """
@@ -22,7 +33,7 @@ import itertools
 import logging
 import os
 import sys
-import traceback
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
@@ -32,34 +43,32 @@ from typing import Any
 
 from .._acompat import (
     ADeadlines,
-    AEvent,
     ALock,
     AStrFactory,
-    ATaskFn,
     AWaiter,
     aalive,
-    aensure,
     ajoin,
-    akeep,
-    aspawn,
 )
-from .._conninfo import describe, parse_conninfo, redact, secrets_of, with_defaults
+from .._observe import PoolObservation
 from .._policy.backoff import Backoff
 from .._policy.breaker import Breaker, BreakerOptions
-from .._policy.health import Alerts, HealthThresholds
+from .._policy.health import Alerts, HealthReport, HealthThresholds
 from .._policy.options import PoolOptions, timeout_arg
-from .._policy.pool import CHECK, DISCARD, OK, Io, PoolState, Slot
-from .._pool_observe import PoolObservability
-from ..drivers import get_async_driver
-from ..drivers.base import AsyncDriver, ConnStatus
+from .._policy.pool import CHECK, DISCARD, OK, PoolState, Slot
+from ..drivers.base import AsyncDriver
 from ..errors import (
     ConfigError,
     ConnectionFailed,
     PoolClosed,
     PoolTimeout,
+    fresh_copy,
 )
-from ..version import ServerVersion
-from .maintenance import call_reconnect_failed, close_slots, is_fatal, keepalive, maintain
+from ..metrics import Event as PoolEvent
+from .connector import AsyncConnector, is_fatal
+from .housekeeping import AsyncHousekeeper
+
+if True:  # ASYNC
+    import asyncio
 
 __all__ = ["AsyncPool"]
 
@@ -68,25 +77,32 @@ logger = logging.getLogger("pgharbor.pool")
 Conninfo = str | AStrFactory
 Callback = Callable[[Any], Any]
 
-_IDLE = ConnStatus.IDLE
-_ALERT_PERIOD = 1.0  # seconds between samples of the alert conditions
-_INTRANS = (ConnStatus.INTRANS, ConnStatus.INERROR)
+_get_ident = threading.get_ident
 _names = itertools.count(1)
 # Pools to forget in a child process after fork (see _after_fork).
 _pools: weakref.WeakSet[AsyncPool] = weakref.WeakSet()
+# Connect failures that end open() at once, with their cause: the server
+# refuses or cannot be found, or turns the login down. Others (a server
+# starting up or full, a timeout, a failing configure callback) are waited
+# out until the open timeout.
+_GIVE_UP = frozenset({"network", "dns", "tls", "auth", "database-missing"})
 
 
-class AsyncPool(PoolObservability):
+class AsyncPool:
     """A pool of native driver connections.
 
     ``conninfo`` is a URL or keyword DSN, or a callable (sync or async) that
     returns one at every connection attempt, for credential rotation; so may
-    ``password`` be. Connections are in autocommit mode: transactions are
-    explicit. Settings are described in :class:`pgharbor.PoolOptions`; every
-    time is in seconds. ``breaker=True`` (or a `BreakerOptions`) adds a
-    circuit breaker: after repeated connect failures, callers fail fast with
-    `CircuitOpen` and no connection is attempted until a probe is due.
-    Invalid settings raise `ConfigError` here, at once.
+    ``password`` be. ``driver`` is a driver name or an adapter object.
+    Connections are in autocommit mode: transactions are explicit. Settings
+    are described in :class:`pgharbor.PoolOptions`; every time is in seconds.
+    ``reset`` says what is cleaned when a connection comes back (see
+    `pgharbor._async.connector`): ``"rollback"`` (the default), ``"session"``,
+    ``"discard"`` or a callable. ``breaker=True`` (or a `BreakerOptions`) adds
+    a circuit breaker: after repeated connect failures, callers fail fast
+    with `CircuitOpen` and no connection is attempted until the server is
+    seen accepting connections again, or a probe is due. Invalid settings
+    raise `ConfigError` here, at once.
 
     Use it as a context manager, or call `open` and `close`::
 
@@ -99,7 +115,7 @@ class AsyncPool(PoolObservability):
         self,
         conninfo: Conninfo = "",
         *,
-        driver: str = "psycopg",
+        driver: str | AsyncDriver = "psycopg",
         name: str | None = None,
         min_size: int = 5,
         max_size: int | None = None,
@@ -118,7 +134,7 @@ class AsyncPool(PoolObservability):
         password: str | AStrFactory | None = None,
         kwargs: dict[str, Any] | None = None,
         configure: Callback | None = None,
-        reset: Callback | None = None,
+        reset: str | Callback | None = "rollback",
         reconnect_failed: Callback | None = None,
         prepared_statements: bool = True,
         minimum_version: int | None = None,
@@ -146,40 +162,25 @@ class AsyncPool(PoolObservability):
             reconnect_timeout=reconnect_timeout,
             backoff=backoff or Backoff(),
         )
-        for field, cb in (
-            ("configure", configure),
-            ("reset", reset),
-            ("reconnect_failed", reconnect_failed),
-        ):
-            if cb is not None and not callable(cb):
-                raise ConfigError(field, "must be callable")
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigError("name", "must be a non-empty string")
         self.name = name or f"pool-{next(_names)}"
-        self._conninfo = conninfo
-        self._params: dict[str, str] | None = None
-        if isinstance(conninfo, str):
-            self._params = parse_conninfo(conninfo)
-        elif not callable(conninfo):
-            raise ConfigError("conninfo", "must be a string or a callable returning one")
-        if password is not None and not (isinstance(password, str) or callable(password)):
-            raise ConfigError("password", "must be a string or a callable returning one")
-        self._password = password
-        self._kwargs = {k: str(v) for k, v in (kwargs or {}).items()}
-        self._secrets: list[str] = secrets_of({**(self._params or {}), **self._kwargs})
-        if isinstance(password, str):
-            self._secrets.append(password)
-        self._driver: AsyncDriver = get_async_driver(
-            driver, prepared_statements=prepared_statements
+        #: Makes, checks, cleans and closes this pool's connections.
+        self.connector = AsyncConnector(
+            conninfo,
+            driver=driver,
+            password=password,
+            kwargs=kwargs,
+            prepared_statements=prepared_statements,
+            minimum_version=minimum_version,
+            configure=configure,
+            reset=reset,
+            connect_timeout=self.options.connect_timeout,
+            check_timeout=self.options.check_timeout,
+            name=self.name,
         )
-        if minimum_version is not None and (
-            isinstance(minimum_version, bool) or not isinstance(minimum_version, int)
-        ):
-            raise ConfigError("minimum_version", "must be a major version number, e.g. 13")
-        self._minimum_version = minimum_version
-        self._version: ServerVersion | None = None
-        self._configure = configure
-        self._reset = reset
+        if reconnect_failed is not None and not callable(reconnect_failed):
+            raise ConfigError("reconnect_failed", "must be callable")
         self._reconnect_failed = reconnect_failed
         if breaker is True:
             breaker = BreakerOptions()
@@ -188,17 +189,30 @@ class AsyncPool(PoolObservability):
         ):
             raise ConfigError("breaker", "must be True, False, None or a BreakerOptions")
         self._breaker_options = breaker or None
-        self._init_observability(metrics, health, alerts, labels)
         self._state = self._new_state()
         self._lock = ALock()
-        self._wakeup = AEvent()  # maintenance: there is work to plan
+        #: Health, alerts, hooks and metrics of this pool.
+        self.observation = PoolObservation(
+            self.name,
+            self._state,
+            self._lock,
+            metrics=metrics,
+            health=health,
+            alerts=alerts,
+            labels=labels,
+        )
+        self._keeper = self._new_keeper()
+        self._perform = self._keeper.perform
         self._deadlines = ADeadlines()  # expires waiters (one timer, not one each)
-        self._progress = AEvent()  # open(wait=True): an attempt finished
         self._opened = False
-        self._tasks: set[Any] = set()  # background tasks (threads, in Pool)
         self._pid = os.getpid()
         self._forked = False
-        # Take the slow acquire path: after a fork, or to record leak holders.
+        # The thread whose event loop runs the pool (None until opened): a
+        # pool is bound to one loop, and the hot path checks the thread.
+        self._thread: int | None = None
+        self._loop: Any = None
+        # Take the slow acquire path: after a fork, to record leak holders,
+        # or once the event loop is gone.
         self._slow = leak_threshold is not None
         _pools.add(self)
 
@@ -223,8 +237,8 @@ class AsyncPool(PoolObservability):
         # Let go first: with warnings turned into errors, warn() raises.
         io = state.close()
         for slot in io.close:
-            self._driver.terminate(slot.conn)
-        self._wakeup.set_threadsafe()  # the maintenance loop ends
+            self.connector.terminate(slot.conn)
+        self._keeper.wakeup.set_threadsafe()  # the maintenance loop ends
         warnings.warn(
             f"pool {self.name!r} was never closed: call close(), or use it as a "
             "context manager; its idle connections were dropped",
@@ -252,7 +266,15 @@ class AsyncPool(PoolObservability):
         return at once and let them open in the background. Calling it on an
         open pool does nothing.
 
+        A pool that cannot open (the first attempts fail — refused,
+        unresolvable, wrong password, no such database — or ``timeout``
+        passes) is closed, leaving nothing behind, and the error says why.
+
         Raises:
+            ConnectionFailed: with ``wait``, the first connection attempts
+                failed and retrying is not worth waiting for (``reason``
+                says why; a server still starting up is waited for).
+            UnsupportedServerVersion: the server is too old.
             PoolTimeout: ``min_size`` connections could not be opened within
                 ``timeout`` (default: the pool's ``timeout``); the last connect
                 error is the cause.
@@ -263,42 +285,29 @@ class AsyncPool(PoolObservability):
             raise PoolClosed(f"pool {self.name!r} is closed")
         if not self._opened:
             self._opened = True
+            if True:  # ASYNC
+                self._loop = asyncio.get_running_loop()
+                self._thread = _get_ident()
             # Sinks meet the pool when it opens (and forget it when it
             # closes): a pool never opened leaves no stale series behind.
-            self._start_observers()
-            akeep(self._spawn(maintain, weakref.ref(self)))
+            self.observation.start(self.connector.target, self.connector.endpoint(), self.stats)
+            self._keeper.start()
         if wait:
-            await self.wait(timeout)
+            try:
+                await self._wait(timeout, opening=True)
+            except BaseException:
+                await self.close()
+                raise
 
     async def wait(self, timeout: float | None = None) -> None:
         """Block until ``min_size`` connections are open.
 
         Raises:
             PoolTimeout: not within ``timeout`` (default: the pool's timeout).
+            ConnectionFailed: connecting fails in a way retrying cannot fix
+                (authentication, missing database) and no connection is open.
         """
-        timeout = timeout_arg(timeout)
-        timeout = self.options.timeout if timeout is None else timeout
-        deadline = monotonic() + timeout
-        while True:
-            # Clear before looking, so a connection that joins in between
-            # still wakes us (threads).
-            self._progress.clear()
-            st = self._state
-            if st.closed:
-                raise PoolClosed(f"pool {self.name!r} is closed")
-            if st.size >= self.options.min_size:
-                return
-            if st.failures and is_fatal(st.last_error):
-                # Waiting cannot help (wrong password, no such database...).
-                assert st.last_error is not None
-                raise st.last_error
-            remaining = deadline - monotonic()
-            if remaining <= 0:
-                raise self._timeout_error(
-                    f"pool {self.name!r} could not open {self.options.min_size} "
-                    f"connections within {timeout:.2f} s"
-                )
-            await self._progress.wait_timeout(remaining)
+        await self._wait(timeout_arg(timeout), opening=False)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Close the pool.
@@ -310,12 +319,19 @@ class AsyncPool(PoolObservability):
         deadline = monotonic() + (timeout_arg(timeout) or 0.0)
         with self._lock:
             io = self._state.close()
-        self._wakeup.set()
+        gone = self._loop_gone()
+        if gone:
+            # Opened under an event loop that has ended: its connections
+            # cannot be closed through it. End their sessions directly.
+            for slot in io.close:
+                self.connector.terminate(slot.conn)
+            io.close = []
         self._perform(io)
+        self._keeper.wakeup.set()
         # Background work winds down by itself once the state is closed;
         # connections that finish opening meanwhile are closed at once.
-        while monotonic() < deadline:
-            running = [t for t in list(self._tasks) if aalive(t)]
+        while not gone and monotonic() < deadline:
+            running = [t for t in list(self._keeper.tasks) if aalive(t)]
             if not running:
                 break
             for task in running:
@@ -327,14 +343,17 @@ class AsyncPool(PoolObservability):
                 self.name,
                 self._state.in_use,
             )
-        self._stop_observers()
+        self.observation.stop()
 
-    def connection(self, timeout: float | None = None) -> _ConnectionContext:
+    def connection(self, timeout: float | None = None, *, reset: bool = True) -> _ConnectionContext:
         """Context manager lending a connection: ``async with pool.connection() as conn``.
 
-        On exit the connection goes back to the pool: rolled back if a
-        transaction was left open, discarded if broken. Waits up to
-        ``timeout`` (default: the pool's) for a connection.
+        On exit the connection goes back to the pool: cleaned as the pool's
+        ``reset`` says (an open transaction is rolled back, with a warning),
+        discarded if broken. Waits up to ``timeout`` (default: the pool's) for
+        a connection. ``reset=False`` skips the reset preset for a borrower
+        that knows it changes no session state (`Database` statements); the
+        rollback and the client-side attributes are still seen to.
 
         Raises:
             PoolTimeout: no connection within the timeout.
@@ -344,47 +363,54 @@ class AsyncPool(PoolObservability):
             ConnectionFailed: connecting fails in a way retrying cannot fix
                 (authentication, missing database) and no connection is open.
             PoolClosed: the pool is closed, or closes while waiting.
+            RuntimeError: called from another event loop than the pool's.
         """
         if timeout is not None:
             timeout = timeout_arg(timeout)
-        return _ConnectionContext(self, timeout)
+        return _ConnectionContext(self, timeout, reset)
 
     async def acquire(self, timeout: float | None = None) -> Any:
         """Take a connection; every `acquire` needs a matching `release`.
 
-        Prefer `connection`, which cannot forget to give it back. Raises as
-        `connection` does.
+        Prefer `connection`, which cannot forget to give it back, nor give it
+        back twice. Raises as `connection` does.
         """
         if timeout is not None:
             timeout = timeout_arg(timeout)
-        slot: Slot | None = None
-        if not self._slow and not self._state.waiters:  # (see _ConnectionContext)
-            with self._lock:
-                slot = self._state.checkout(monotonic())
-        if slot is None or slot.verdict:
-            slot = await self._acquire_slow(slot, timeout, not self._slow)
-        elif self._obs is not None:
-            self._obs.acquired(slot.conn, 0.0)
+        slot = await self._lend(timeout)
+        slot.owner = _holder()
         return slot.conn
 
     async def release(self, conn: Any) -> None:
         """Give back a connection taken with `acquire`.
 
+        A connection may be released by another task (thread, in `Pool`)
+        than the one that acquired it, once that one has handed it over.
+
         Raises:
-            ValueError: ``conn`` is not currently lent out by this pool.
+            ValueError: ``conn`` is not currently lent out by this pool, or
+                the caller already gave it back and it has since been lent to
+                someone else who still holds it (a stale second release:
+                nothing changes).
         """
         slot = self._state.owns(conn)
         if slot is None or not slot.in_use or slot.conn is not conn:
             raise ValueError(f"connection {conn!r} is not lent out by pool {self.name!r}")
-        if not self._put_back(slot):
-            await self._release_slot(slot)
+        me = _holder()
+        if me is not slot.owner and me is slot.released_by and _holds(slot.owner):
+            # This caller gave it back before, and it is now lent to someone
+            # still holding it: a stale second release, not a hand-over.
+            raise ValueError(
+                f"stale release: connection #{slot.id} of pool {self.name!r} was already "
+                "released by this caller and is now lent to another; nothing changed"
+            )
+        if not self._put_back(slot, True):
+            await self._release_slow(slot, True)
 
     @property
     def target(self) -> str:
         """Where connections go, ``host:port/dbname as user`` — never a secret."""
-        if self._params is None:
-            return "(conninfo from a callable)"
-        return describe({**self._params, **self._kwargs})
+        return self.connector.target
 
     def stats(self) -> dict[str, int | float]:
         """Sizes and counters: ``size``, ``idle``, ``in_use``, ``connecting``,
@@ -397,8 +423,31 @@ class AsyncPool(PoolObservability):
         with self._lock:
             return self._state.stats()
 
+    def health(self) -> HealthReport:
+        """A health report: the verdict and figures over the recent window of
+        connect, check and query outcomes (see `pgharbor.HealthThresholds`),
+        and the pool's numbers. A pool that is not open is not healthy."""
+        return self.observation.health(self.target, self._opened)
+
+    def on(self, event: str, fn: Callable[[PoolEvent], Any]) -> Callable[[], None]:
+        """Call ``fn(event)`` on every ``event`` (see `pgharbor.metrics.EVENTS`):
+        ``connect``, ``acquire``, ``release``, ``remove`` (with a reason),
+        ``error``, ``timeout``, ``role_change``, ``breaker_change``, ``alert``.
+        Hooks run inline, outside the pool's lock: keep them quick; one that
+        raises is logged and ignored. Returns a function that unregisters it.
+
+        Raises:
+            ConfigError: unknown event, or ``fn`` is not a plain callable.
+        """
+        return self.observation.on(event, fn)
+
     async def check(self) -> None:
-        """Ping every idle connection now; discard the dead, refill the pool."""
+        """Ping every idle connection now; discard the dead, refill the pool.
+
+        Raises:
+            PoolClosed: the pool is closed.
+        """
+        self._ensure_open()
         with self._lock:
             slots = []
             while self._state.idle:
@@ -411,9 +460,8 @@ class AsyncPool(PoolObservability):
                     io = self._state.discard(slot, monotonic())
                 self._perform(io)
                 continue
-            ok = await self._ping(slot)
+            ok = await self._keeper.ping(slot)
             with self._lock:
-                after: Io | None
                 if ok:
                     self._state.check_passed(slot, monotonic())
                     after = self._state.checkin(slot, monotonic(), healthy=True)
@@ -427,8 +475,13 @@ class AsyncPool(PoolObservability):
 
         Growing opens connections in the background; shrinking closes idle
         connections now and in-use ones as they are returned.
+
+        Raises:
+            ConfigError: invalid sizes.
+            PoolClosed: the pool is closed.
         """
         options = self.options.with_sizes(min_size, max_size)
+        self._ensure_open()
         self.options = options
         with self._lock:
             io = self._state.resize(options)
@@ -436,30 +489,55 @@ class AsyncPool(PoolObservability):
 
     async def drain(self) -> None:
         """Replace every connection: idle ones now, in-use ones when returned;
-        new connections are opened in the background."""
+        new connections are opened in the background.
+
+        Raises:
+            PoolClosed: the pool is closed.
+        """
+        self._ensure_open()
         with self._lock:
             io = self._state.drain()
         self._perform(io)
 
-    def _nudge(self) -> None:
-        """The server answered someone else (the topology's probe): stop
+    def nudge(self) -> None:
+        """The server answered someone else (the topology's role probe): stop
         waiting out the reconnect backoff."""
         with self._lock:
             io = self._state.nudge(monotonic())
         if io is not None:
             self._perform(io)
 
-    # -- the hot path ------------------------------------------------------------
+    # -- lending -------------------------------------------------------------------
 
-    # The fast paths live in `acquire`, `release` and `_ConnectionContext`:
+    # The fast paths live in `_lend`, `_ConnectionContext` and `_put_back`:
     # pop an idle connection that needs no check and hand it over; take back
     # a clean one. Everything else comes here.
+
+    async def _lend(self, timeout: float | None) -> Slot:
+        """The fast path of a checkout (also inlined in `_ConnectionContext`)."""
+        slot: Slot | None = None
+        if True:  # ASYNC
+            if self._thread != _get_ident():  # another loop's thread, or not open
+                return await self._acquire_slow(None, timeout)
+        if not self._slow and not self._state.waiters:
+            with self._lock:
+                slot = self._state.checkout(monotonic())
+        if slot is None or slot.verdict or not slot.watch():
+            slot = await self._acquire_slow(slot, timeout, not self._slow)
+        elif self.observation.observer is not None:
+            self.observation.observer.acquired(slot.conn, 0.0)
+        return slot
 
     async def _acquire_slow(
         self, slot: Slot | None, timeout: float | None, tried: bool = False
     ) -> Slot:
         """Acquire, starting from ``slot`` (popped by a fast path, maybe None;
         ``tried``: the fast path found no idle connection just now)."""
+        if True:  # ASYNC
+            if self._opened and (self._thread != _get_ident() or self._loop_gone()):
+                if slot is not None:
+                    self._unlend(slot)
+                raise self._wrong_loop()
         if self._forked:
             self._after_fork()
             slot, tried = None, False  # popped from the parent's state: not ours
@@ -474,7 +552,7 @@ class AsyncPool(PoolObservability):
                 # Queue (should a connection come back meanwhile, enqueue hands
                 # it over). The wait is awaited here, not in a helper: one
                 # coroutine frame less on every queued acquire.
-                waiter = self._enqueue(started)
+                waiter, idle = self._enqueue(started)
                 limit = self.options.timeout if timeout is None else timeout
                 try:
                     # The timeout counts from the start of the acquire.
@@ -486,73 +564,86 @@ class AsyncPool(PoolObservability):
                     # A connection arrived as the timer fired: take it.
                     await waiter.settle()
                 if waiter.error is not None:
-                    raise waiter.error
+                    raise fresh_copy(waiter.error)
                 slot = waiter.value
                 assert slot is not None
-                if slot.verdict != OK:
-                    continue  # an idle one enqueue handed over: its verdict applies
-            elif slot.verdict != OK:
-                if slot.verdict == CHECK:
-                    try:
-                        alive = await self._ping(slot)
-                    except BaseException:
-                        # Cancelled mid-ping: the connection's state is unknown.
-                        with self._lock:
-                            io = st.discard(slot, monotonic())
-                        self._perform(io)
-                        raise
-                    if not alive:
-                        with self._lock:
-                            io = st.check_failed(slot, monotonic())
-                        self._perform(io)
-                        slot = None
-                        continue
-                    with self._lock:
-                        st.check_passed(slot, monotonic())
-                else:
-                    with self._lock:
-                        io = st.discard(slot, monotonic())
-                    self._perform(io)
-                    slot = None
-                    continue
-            if self.options.leak_threshold is not None:
-                slot.holder = sys._getframe(2)
-            if self._obs is not None:
-                self._obs.acquired(slot.conn, monotonic() - started)
-            return slot
+                if not idle:
+                    break  # just returned or opened: lend it as it is
+            # An idle connection: its checkout verdict applies, and the
+            # checkout check (no round trip) before anything is sent.
+            if await self._vet(slot):
+                break
+            slot = None
+        if self.options.leak_threshold is not None:
+            slot.holder = sys._getframe(2)
+        if self.observation.observer is not None:
+            self.observation.observer.acquired(slot.conn, monotonic() - started)
+        return slot
 
-    def _put_back(self, slot: Slot) -> bool:
-        """Take back a clean connection with no I/O; False if it needs cleaning."""
+    async def _vet(self, slot: Slot) -> bool:
+        """Whether an idle connection just checked out may be lent; if not,
+        it is discarded (with its older siblings, when it turned out dead)."""
+        st = self._state
+        if slot.verdict == OK or slot.verdict == CHECK:
+            if slot.watch is not None and not slot.watch():
+                with self._lock:
+                    io = st.lost(slot, monotonic())
+                self._perform(io)
+                return False
+            if slot.verdict == OK:
+                return True
+            try:
+                alive = await self._keeper.ping(slot)
+            except BaseException:
+                # Cancelled mid-ping: the connection's state is unknown.
+                with self._lock:
+                    io = st.discard(slot, monotonic())
+                self._perform(io)
+                raise
+            with self._lock:
+                if alive:
+                    st.check_passed(slot, monotonic())
+                    return True
+                io = st.check_failed(slot, monotonic())
+            self._perform(io)
+            return False
+        with self._lock:
+            io = st.discard(slot, monotonic())
+        self._perform(io)
+        return False
+
+    def _put_back(self, slot: Slot, raw: bool) -> bool:
+        """Take back a connection that needs no cleaning, with no I/O; False
+        if it does (then `_release_slow`). ``raw``: it was lent as is (not to
+        run a `Database` statement), so the reset preset applies."""
+        slot.released_by, slot.owner = slot.owner, None
         if (
-            self._driver.status(slot.conn) is not _IDLE
-            or self._reset is not None
+            self._state.closed
             or slot.leak_reported
+            or not self.connector.clean_already(slot.conn, raw)
         ):
             return False
         now = monotonic()
-        if self._obs is not None:
-            self._obs.released(slot.conn, now - slot.acquired_at)
+        if self.observation.observer is not None:
+            self.observation.observer.released(slot.conn, now - slot.acquired_at)
         with self._lock:
             io = self._state.checkin(slot, now, True)
         if io is not None:
             self._perform(io)
         return True
 
-    async def _release_slot(self, slot: Slot) -> None:
+    async def _release_slow(self, slot: Slot, raw: bool) -> None:
         # Unhealthy unless cleaning completes: a rollback interrupted (by
         # cancellation, say) leaves the connection in an unknown state.
         healthy = False
         try:
-            status = self._driver.status(slot.conn)
-            if status is not _IDLE or self._reset is not None:
-                healthy = await self._clean(slot, status)
-            else:
-                healthy = True
+            if not self._state.closed:
+                healthy = await self.connector.clean(slot.conn, raw)
         finally:
             # Runs even when cancelled mid-rollback: the slot is never lost.
             now = monotonic()
-            if self._obs is not None:
-                self._obs.released(slot.conn, now - slot.acquired_at)
+            if self.observation.observer is not None:
+                self.observation.observer.released(slot.conn, now - slot.acquired_at)
             with self._lock:
                 io = self._state.checkin(slot, now, healthy)
             if slot.leak_reported:
@@ -563,20 +654,33 @@ class AsyncPool(PoolObservability):
                     monotonic() - slot.acquired_at,
                 )
             if io is not None:
+                if self._state.closed and io.close:
+                    # Returned to a closed pool: closed before the return
+                    # completes, not later in the background.
+                    closing, io.close = io.close, []
+                    for gone in closing:
+                        self.observation.removed(gone.conn, gone.reason)
+                        if self._loop_gone():
+                            self.connector.terminate(gone.conn)
+                        else:
+                            await self.connector.close(gone.conn)
                 self._perform(io)
 
-    def _enqueue(self, since: float) -> AWaiter:
-        """Join the FIFO queue (or be handed an idle connection at once)."""
+    def _enqueue(self, since: float) -> tuple[AWaiter, bool]:
+        """Join the FIFO queue, or be handed an idle connection at once (then
+        True: its checkout verdict applies)."""
         if self._state.closed or not self._opened:
             raise PoolClosed(f"pool {self.name!r} is {'closed' if self._opened else 'not open'}")
         waiter = self._deadlines.waiter(since)
         with self._lock:
             io = self._state.enqueue(waiter, monotonic())
+        idle = False
         if io is not None:
+            idle = bool(io.handoff) and io.handoff[0][0] is waiter
             self._perform(io)  # a hand-off of an idle connection, or a wake-up
-        if self._alerts is not None:
-            self._sample_alerts()
-        return waiter
+        if self.observation.alerts is not None:
+            self.observation.sample_alerts()
+        return waiter, idle
 
     def _timed_out(self, waiter: AWaiter, timeout: float) -> bool:
         """The wait timed out: leave the queue and raise `PoolTimeout`; or
@@ -585,8 +689,8 @@ class AsyncPool(PoolObservability):
             gone = self._state.dequeue(waiter, timed_out=True)
         if not gone:
             return True
-        if self._obs is not None:
-            self._obs.timed_out(timeout)
+        if self.observation.observer is not None:
+            self.observation.observer.timed_out(timeout)
         raise self._timeout_error(
             f"couldn't get a connection from pool {self.name!r} within {timeout:.2f} s"
         )
@@ -598,93 +702,68 @@ class AsyncPool(PoolObservability):
         if not gone:
             await waiter.settle()
             if waiter.value is not None:
-                await self._release_slot(waiter.value)
+                await self._release_slow(waiter.value, False)
 
-    async def _clean(self, slot: Slot, status: ConnStatus) -> bool:
-        """Make a returned connection reusable; False if it must be discarded."""
-        conn = slot.conn
-        if status is not _IDLE:
-            if status not in _INTRANS:
-                return False  # broken, or a COPY still running
-            self._state.n_returned_dirty += 1
-            try:
-                await self._driver.rollback(conn, self.options.check_timeout)
-            except Exception as exc:
-                logger.warning("pool %r: rollback on return failed: %s", self.name, self._safe(exc))
-                return False
-        if self._reset is not None:
-            try:
-                await aensure(self._reset, conn)
-            except Exception as exc:
-                logger.warning("pool %r: reset callback failed: %s", self.name, self._safe(exc))
-                return False
-            if self._driver.status(conn) is not _IDLE:
-                logger.warning("pool %r: reset callback left a transaction open", self.name)
-                return False
-        return True
+    def _unlend(self, slot: Slot) -> None:
+        """Put back a slot the fast path popped but must not lend (no I/O)."""
+        with self._lock:
+            io = self._state.checkin(slot, monotonic(), True)
+        if io is not None:
+            self._perform(io)
 
-    async def _ping(self, slot: Slot) -> bool:
-        started = monotonic()
-        try:
-            await self._driver.ping(slot.conn, self.options.check_timeout)
-        except Exception as exc:
-            text = self._safe(exc)
-            logger.info("pool %r: connection #%d failed its check: %s", self.name, slot.id, text)
-            self._record("check", started, text)
-            if self._obs is not None:
-                self._obs.check_failed(ConnectionFailed(text))
-            return False
-        self._record("check", started, None)
-        return True
+    # -- opening ----------------------------------------------------------------------
 
-    def _perform(self, io: Io) -> None:
-        """Carry out what a state change asked for. Never blocks on the network:
-        closing and pinging run in the background."""
-        for waiter, slot in io.handoff:
-            waiter.set(slot)
-        for waiter, error in io.fail:
-            waiter.fail(error)
-        if io.close:
-            self._spawn(close_slots, self, io.close)
-        if io.ping:
-            self._spawn(keepalive, self, io.ping)
-        for slot in io.leaks:
-            self._report_leak(slot)
-        if io.reconnect_failed and self._reconnect_failed is not None:
-            self._spawn(call_reconnect_failed, self)
-        if io.wake:
-            self._wakeup.set()
-
-    def _spawn(self, fn: ATaskFn, *args: Any) -> Any:
-        return aspawn(
-            fn,
-            *args,
-            name=f"pgharbor-{self.name}-{fn.__name__.strip('_')}",
-            group=self._tasks,
-        )
-
-    # -- background work (see maintenance.py) -----------------------------------------
-
-    async def _connect_params(self) -> dict[str, str]:
-        params = self._params
-        if params is None:
-            assert callable(self._conninfo)
-            params = parse_conninfo(await aensure(self._conninfo))
-        params = {**params, **self._kwargs}
-        if self._password is not None:
-            password = self._password
-            params["password"] = password if isinstance(password, str) else await aensure(password)
-        return with_defaults(params, connect_timeout=self.options.connect_timeout)
+    async def _wait(self, timeout: float | None, opening: bool) -> None:
+        """Block until ``min_size`` connections are open. ``opening``: give up
+        after the first failed attempts, unless the server is only starting."""
+        timeout = self.options.timeout if timeout is None else timeout
+        deadline = monotonic() + timeout
+        progress = self._keeper.progress
+        while True:
+            # Clear before looking, so a connection that joins in between
+            # still wakes us (threads).
+            progress.clear()
+            st = self._state
+            if st.closed:
+                raise PoolClosed(f"pool {self.name!r} is closed")
+            if st.size >= self.options.min_size:
+                return
+            error = st.last_error
+            # Waiting cannot help (wrong password, no such database...), or
+            # opening: fail now, with the cause (a fresh error each time:
+            # re-raising the stored one would grow its traceback).
+            if (
+                st.failures
+                and error is not None
+                and not st.slots
+                and (is_fatal(error) or (opening and _gives_up(error)))
+            ):
+                raise fresh_copy(error)
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                raise self._timeout_error(
+                    f"pool {self.name!r} could not open {self.options.min_size} "
+                    f"connections within {timeout:.2f} s"
+                )
+            await progress.wait_timeout(remaining)
 
     # -- reporting -----------------------------------------------------------------
-
-    def _safe(self, exc: BaseException) -> str:
-        return redact(f"{type(exc).__name__}: {exc}", self._secrets)
 
     def _new_state(self) -> PoolState:
         options = self._breaker_options
         breaker = Breaker(options) if options is not None else None
         return PoolState(self.options, breaker=breaker, name=self.name)
+
+    def _new_keeper(self) -> AsyncHousekeeper:
+        return AsyncHousekeeper(
+            name=self.name,
+            state=self._state,
+            lock=self._lock,
+            connector=self.connector,
+            observation=self.observation,
+            reconnect_failed=self._reconnect_failed,
+            owner=weakref.ref(self),
+        )
 
     def _timeout_error(self, message: str) -> PoolTimeout:
         st = self._state
@@ -700,15 +779,23 @@ class AsyncPool(PoolObservability):
         error.__cause__ = last
         return error
 
-    def _report_leak(self, slot: Slot) -> None:
-        frame = slot.holder
-        where = "".join(traceback.format_stack(frame)) if frame is not None else "(unknown)\n"
-        logger.warning(
-            "pool %r: connection #%d held for more than %.1f s; the holder is now at:\n%s",
-            self.name,
-            slot.id,
-            self.options.leak_threshold,
-            where.rstrip(),
+    def _ensure_open(self) -> None:
+        if self._state.closed:
+            raise PoolClosed(f"pool {self.name!r} is closed")
+
+    def _loop_gone(self) -> bool:
+        """Whether the event loop the pool was opened under has ended."""
+        if True:  # ASYNC
+            return self._loop is not None and self._loop.is_closed()
+        else:
+            return False
+
+    def _wrong_loop(self) -> RuntimeError:
+        return RuntimeError(
+            f"pool {self.name!r} is bound to the event loop it was opened in"
+            + (" (now closed)" if self._loop_gone() else "")
+            + ": use it only from that loop's thread and tasks, and create a pool "
+            "per event loop (for example inside each asyncio.run())"
         )
 
     def _after_fork(self) -> None:
@@ -716,16 +803,40 @@ class AsyncPool(PoolObservability):
         their sockets (closing them would end the parent's sessions)."""
         _orphans.extend(s.conn for s in self._state.slots.values())
         self._state = self._new_state()
-        self._tasks = set()
+        self._lock = ALock()
+        self.observation.state, self.observation.lock = self._state, self._lock
+        self._keeper = self._new_keeper()
+        self._perform = self._keeper.perform
         self._pid = os.getpid()
         self._forked = False
         self._slow = self.options.leak_threshold is not None
-        self._lock = ALock()
-        self._wakeup = AEvent()
-        self._progress = AEvent()
         self._deadlines = ADeadlines()
         if self._opened:
-            akeep(self._spawn(maintain, weakref.ref(self)))
+            self._keeper.start()
+
+
+def _gives_up(error: BaseException) -> bool:
+    """Whether an opening pool stops at ``error`` rather than wait it out."""
+    return isinstance(error, ConnectionFailed) and error.reason in _GIVE_UP
+
+
+def _holder() -> Any:
+    """Who is calling: the current task (thread, in `Pool`)."""
+    if True:  # ASYNC
+        return asyncio.current_task()
+    else:
+        return threading.current_thread()
+
+
+def _holds(holder: Any) -> bool:
+    """Whether the holder of a lease still holds it: a running task (thread);
+    None is a `connection()` block, which holds it until the block ends."""
+    if holder is None:
+        return True
+    if True:  # ASYNC
+        return not holder.done()
+    else:
+        return bool(holder.is_alive())
 
 
 # Connections inherited from a parent process: kept referenced so that no
@@ -743,27 +854,36 @@ if hasattr(os, "register_at_fork"):
 
 
 class _ConnectionContext:
-    """What `AsyncPool.connection` returns (a class, not a generator: cheaper)."""
+    """What `AsyncPool.connection` returns (a class, not a generator: cheaper).
 
-    __slots__ = ("_pool", "_slot", "_timeout")
+    It holds its lease: the connection goes back exactly once, at exit.
+    ``raw``: lent as is (the reset preset applies at return); `Database`
+    statements use ``raw=False``."""
 
-    def __init__(self, pool: AsyncPool, timeout: float | None) -> None:
+    __slots__ = ("_pool", "_raw", "_slot", "_timeout")
+
+    def __init__(self, pool: AsyncPool, timeout: float | None, raw: bool) -> None:
         self._pool = pool
         self._timeout = timeout
+        self._raw = raw
         self._slot: Slot | None = None
 
     async def __aenter__(self) -> Any:
         pool = self._pool
         slot: Slot | None = None
+        if True:  # ASYNC
+            if pool._thread != _get_ident():  # another loop's thread, or not open
+                self._slot = await pool._acquire_slow(None, self._timeout)
+                return self._slot.conn
         # With callers queued there is no idle connection to take (they would
         # have it): join the queue at once (enqueue hands over one if there is).
         if not pool._slow and not pool._state.waiters:
             with pool._lock:
                 slot = pool._state.checkout(monotonic())
-        if slot is None or slot.verdict:
+        if slot is None or slot.verdict or not slot.watch():
             slot = await pool._acquire_slow(slot, self._timeout, not pool._slow)
-        elif pool._obs is not None:
-            pool._obs.acquired(slot.conn, 0.0)
+        elif pool.observation.observer is not None:
+            pool.observation.observer.acquired(slot.conn, 0.0)
         self._slot = slot
         return slot.conn
 
@@ -776,5 +896,5 @@ class _ConnectionContext:
         slot = self._slot
         if slot is not None:
             self._slot = None
-            if not self._pool._put_back(slot):
-                await self._pool._release_slot(slot)
+            if not self._pool._put_back(slot, self._raw):
+                await self._pool._release_slow(slot, self._raw)

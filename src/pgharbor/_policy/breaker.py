@@ -97,20 +97,29 @@ class Breaker:
         """Seconds until a probe may run (0 when not open)."""
         return max(0.0, self.open_until - now) if self.state == OPEN else 0.0
 
+    def probe_from(self, at: float) -> None:
+        """The endpoint answers again (a reachability probe got through): an
+        open breaker lets its probe attempt run from ``at`` rather than
+        after the rest of ``reset_timeout``."""
+        if self.state == OPEN and at < self.open_until:
+            self.open_until = at
+
     def succeeded(self, now: float) -> None:
         """An attempt succeeded: close."""
         self.state = CLOSED
         self.failures = 0
         self.probes = 0
 
-    def failed(self, now: float) -> bool:
-        """An attempt failed. Returns True if this opened the breaker."""
+    def failed(self, now: float, hold: float | None = None) -> bool:
+        """An attempt failed. Returns True if this opened the breaker, for
+        ``hold`` seconds when given (a server still starting up is worth
+        another probe soon), else ``reset_timeout``."""
         self.failures += 1
         if self.state == HALF_OPEN or (
             self.state == CLOSED and self.failures >= self.options.failure_threshold
         ):
             self.state = OPEN
-            self.open_until = now + self.options.reset_timeout
+            self.open_until = now + (self.options.reset_timeout if hold is None else hold)
             self.probes = 0
             self.times_opened += 1
             return True

@@ -46,6 +46,12 @@ CHECK: Final = 1
 DISCARD: Final = 2
 
 
+def _starting(error: BaseException) -> bool:
+    """A failed attempt the server answered with "starting up" (or "shutting
+    down": a restart's first half)."""
+    return getattr(error, "reason", None) == "server-starting"
+
+
 class Slot:
     """One pooled connection and what the pool knows about it."""
 
@@ -61,9 +67,13 @@ class Slot:
         "in_use",
         "last_used",
         "leak_reported",
+        "owner",
+        "raw",
         "reason",
+        "released_by",
         "uses",
         "verdict",
+        "watch",
     )
 
     def __init__(self, conn: Any, id: int, epoch: int, now: float, expires_at: float) -> None:
@@ -83,6 +93,14 @@ class Slot:
         # Leak detection (shell-owned): where the holder acquired it, or None.
         self.holder: Any = None
         self.leak_reported = False
+        # Shell-owned: the checkout check (no round trip); who holds the
+        # current lease through acquire() and who held the previous one (a
+        # stale second release is told apart by them); lent raw, so a reset
+        # is due at return.
+        self.watch: Any = None
+        self.owner: Any = None
+        self.released_by: Any = None
+        self.raw = False
         # Why it left the pool (see pgharbor.metrics.REMOVE_REASONS), once it has.
         self.reason = ""
 
@@ -96,6 +114,12 @@ class Slot:
 _EMPTY: Final[list[Any]] = []
 #: How many recent waits the wait percentiles look at.
 RECENT_WAITS: Final = 1024
+#: Seconds between two connection attempts brought forward by `reached`.
+MIN_ATTEMPT_GAP: Final = 0.1
+#: The longest wait before trying again a server that said it is starting up
+#: (or shutting down): it answers, and will be ready in moments, so neither
+#: the backoff nor the breaker makes callers wait longer than this.
+STARTING_RETRY: Final = 0.25
 
 
 class Io:
@@ -192,6 +216,7 @@ class PoolState:
         self.validate_below = 0
         self.discard_below = 0
         # Reconnect state.
+        self.last_attempt_at = -math.inf  # when the last attempts started
         self.failures = 0  # consecutive failed connect attempts
         self.failing_since: float | None = None
         self.next_attempt_at = 0.0
@@ -398,10 +423,16 @@ class PoolState:
         """
         self.n_checks += 1
         self.n_checks_failed += 1
+        self.last_check_at = now
+        return self.lost(slot, now)
+
+    def lost(self, slot: Slot, now: float) -> Io:
+        """A checked-out connection turned out dead without a round trip (the
+        driver knows it is closed, or the server sent its FATAL while it sat
+        idle): discard it and, as for a failed check, every idle sibling."""
         self.n_lost += 1
         slot.in_use = False
         self.in_use -= 1
-        self.last_check_at = now
         io = self._remove(slot, Io(), "lost")
         self._invalidate()
         while self.idle:
@@ -438,10 +469,49 @@ class PoolState:
             if not want:
                 return 0, None
         self.connecting += want
+        self.last_attempt_at = now
         return want, None
 
-    def connected(self, conn: Any, now: float, seconds: float = 0.0) -> Io:
-        """A reserved attempt succeeded (in ``seconds``): the connection joins the pool."""
+    def next_connect_at(self) -> float | None:
+        """When the next connection attempt may start: after the backoff
+        delay, and not before the breaker allows a probe; None when no
+        connection is wanted or one is on its way (its outcome decides)."""
+        if self.connecting or not self._wanted():
+            return None
+        at = self.next_attempt_at if self.failures else 0.0
+        breaker = self.breaker
+        if breaker is not None and breaker.state == "open":
+            at = max(at, breaker.open_until)
+        return at
+
+    def wants_probe(self) -> bool:
+        """Whether a cheap reachability probe of the server is worth running
+        now: the pool is failing to connect, no attempt is on its way, and
+        someone needs a connection (callers wait) or the breaker is open
+        (callers are turned away until it lets an attempt through)."""
+        if self.closed or not self.failures or self.connecting or not self._wanted():
+            return False
+        breaker_open = self.breaker is not None and self.breaker.state == "open"
+        return bool(self.waiters) or breaker_open
+
+    def reached(self, now: float) -> Io | None:
+        """The server accepts connections again (a probe got through): the
+        next attempt runs now rather than after the backoff delay, and an
+        open breaker lets its probe attempt through; never more than one
+        attempt per `MIN_ATTEMPT_GAP` seconds."""
+        if not self.wants_probe():
+            return None
+        at = max(now, self.last_attempt_at + MIN_ATTEMPT_GAP)
+        self.next_attempt_at = min(self.next_attempt_at, at)
+        if self.breaker is not None:
+            self.breaker.probe_from(at)
+        io = Io()
+        io.wake = True
+        return io
+
+    def connected(self, conn: Any, now: float, seconds: float = 0.0, watch: Any = None) -> Io:
+        """A reserved attempt succeeded (in ``seconds``): the connection joins
+        the pool (``watch``: the shell's checkout check for it, kept on the slot)."""
         self.connecting -= 1
         self.connect_time += seconds
         self.failures = 0
@@ -458,6 +528,7 @@ class PoolState:
             # together ("mass extinction").
             expires_at = now + opts.max_lifetime * (1 - opts.lifetime_jitter * self._rng.random())
         slot = Slot(conn, self._next_id, self.epoch, now, expires_at)
+        slot.watch = watch
         self._refresh(slot, now)
         self.slots[id(conn)] = slot
         io = Io()
@@ -485,9 +556,19 @@ class PoolState:
         no connection at all, its waiters are failed with ``error`` at once
         instead of waiting out their timeout. Attempts continue, with backoff.
         """
-        io = self._connect_failed(error, now)
-        if self.breaker is not None:
-            self.breaker.failed(now)
+        io, escalated = self._connect_failed(error, now)
+        breaker = self.breaker
+        if breaker is not None:
+            if _starting(error):
+                # The server answers; it is not ready yet. No reason to fail
+                # callers fast: a half-open probe is simply tried again soon.
+                if breaker.state != "closed":
+                    breaker.failed(now, hold=STARTING_RETRY)
+            elif escalated or breaker.state != "closed":
+                # Attempts started together fail together: like the backoff,
+                # the breaker counts the burst once (a restart's min_size
+                # failures are one failure, not min_size consecutive ones).
+                breaker.failed(now)
         if not self.slots:
             # Nothing can come back to the waiters: tell them now.
             if fatal:
@@ -525,7 +606,8 @@ class PoolState:
         error.__cause__ = self.last_error
         return error
 
-    def _connect_failed(self, error: BaseException, now: float) -> Io:
+    def _connect_failed(self, error: BaseException, now: float) -> tuple[Io, bool]:
+        """Back off; whether this failure escalated the backoff."""
         self.connecting -= 1
         self.n_connect_failed += 1
         self.last_error = error
@@ -533,19 +615,29 @@ class PoolState:
             self.failing_since = now
         # Attempts started together (warm-up) fail together: only the first of
         # them escalates the backoff, the others are already waiting it out.
-        if not self.failures or now >= self.next_attempt_at:
+        escalated = not self.failures or now >= self.next_attempt_at
+        if escalated:
             delay = self.options.backoff.delay(self.failures, self._rng.random())
+            if _starting(error):
+                delay = min(delay, STARTING_RETRY)
             self.failures += 1
             self.next_attempt_at = now + delay
         io = Io()
         io.wake = True
-        if (
-            not self.reconnect_failed_fired
-            and now - self.failing_since >= self.options.reconnect_timeout
-        ):
+        self._check_reconnect_failed(now, io)
+        return io, escalated
+
+    def _check_reconnect_failed(self, now: float, io: Io) -> float | None:
+        """Ask for ``reconnect_failed`` once the pool has failed to connect for
+        ``reconnect_timeout``; else when that will be (None: not failing)."""
+        if self.failing_since is None or self.reconnect_failed_fired:
+            return None
+        at = self.failing_since + self.options.reconnect_timeout
+        if now >= at:
             self.reconnect_failed_fired = True
             io.reconnect_failed = True
-        return io
+            return None
+        return at
 
     # -- background ----------------------------------------------------------
 
@@ -594,8 +686,14 @@ class PoolState:
         if opts.leak_threshold is not None:
             # Connections lent after this run must be looked at in time too.
             due.append(now + opts.leak_threshold / 2)
-        if self.failures and self._wanted():
-            due.append(self.next_attempt_at)
+        connect_at = self.next_connect_at()
+        if connect_at is not None and connect_at > now:
+            # Not earlier than the attempt can run: while the breaker rejects,
+            # the backoff's time is past, and waking for it would spin.
+            due.append(connect_at)
+        fire_at = self._check_reconnect_failed(now, io)
+        if fire_at is not None:
+            due.append(fire_at)
         # Maintenance plans its own connects next: asking to be woken for them
         # here would make it spin through a backoff delay.
         io.wake = False

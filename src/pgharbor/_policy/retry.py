@@ -5,10 +5,12 @@ The rules (reliability study, G13):
 - **never** on errors a retry cannot fix: authentication and authorization
   (28xxx, 42501), unknown database (3D000), syntax and other SQL errors
   (42xxx), data (22xxx) and integrity (23xxx) errors;
-- a **statement** outside a transaction: when it certainly did not run (the
-  server had ended the session first — `statement_did_not_run`), always; when
-  the connection was lost or the server is overloaded (08xxx, 57P0x, 53300)
-  only if the caller marked it ``idempotent``, since it may have run;
+- a **statement** outside a transaction: when it provably never reached the
+  server (the driver refused to send it — `statement_did_not_run`), always;
+  when the connection was lost or the server ended the session or is
+  overloaded (08xxx, 57P0x, 53300) only if the caller marked it
+  ``idempotent``, since it may have run (a DBA's ``pg_terminate_backend``
+  gives a running statement 57P01 too);
 - a statement **inside** a transaction: never (the transaction is gone);
 - a whole **transaction** (`run_transaction`): on serialization failures and
   deadlocks (40001, 40P01), and when its first statement did not run;

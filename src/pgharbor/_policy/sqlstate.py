@@ -52,6 +52,7 @@ __all__ = [
     "is_disconnect_message",
     "is_fatal_config",
     "is_read_only",
+    "is_refusal",
     "is_retryable_transaction",
     "is_transient",
     "sqlstate_of",
@@ -110,7 +111,7 @@ _REASON_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
         (
             "network",
-            r"connection refused|no route to host|network is unreachable"
+            r"connection refused|connect call failed|no route to host|network is unreachable"
             r"|connection reset|server closed the connection|could not connect"
             r"|broken pipe|could not send data|could not receive data"
             r"|no such file or directory|connection is closed|connection was closed",
@@ -119,6 +120,20 @@ _REASON_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 
 _QUOTED = re.compile(r'"[^"]*"')
+
+# A connection attempt that got no TCP (or Unix socket) session at all: the
+# port is closed, the host unreachable, the socket file missing.
+_REFUSAL = re.compile(
+    r"connection refused|connect call failed|no route to host|network is unreachable"
+    r"|no such file or directory",
+    re.IGNORECASE,
+)
+
+
+def is_refusal(message: str) -> bool:
+    """Whether a failed attempt's ``message`` says nothing accepted the
+    connection (so a server that starts accepting again is news)."""
+    return bool(_REFUSAL.search(_QUOTED.sub("", message)))
 
 # libpq / psycopg / psycopg2 / SSL texts of a lost connection (after SQLAlchemy's
 # psycopg2 dialect). A match after a double quote may be quoted user data.
@@ -198,33 +213,30 @@ def is_disconnect_message(message: str | None) -> bool:
     return match is not None and '"' not in line[: match.start()]
 
 
-#: The server ended the session before running anything more of it: an
-#: autocommit statement that got one of these was not committed.
-_ENDED_SESSION = frozenset({"57P01", "57P02", "57P05"})
-_CLOSED_BEFORE_SEND = re.compile(r"^(the )?connection (is|already) closed", re.IGNORECASE)
-# The server's own words for 57P01/57P02/57P05, which asyncpg passes on in the
-# text of ConnectionDoesNotExistError without the SQLSTATE.
-_ENDED_SESSION_TEXT = re.compile(
-    r"terminating connection (due to (administrator command|idle-session timeout)"
-    r"|because of crash of another server process)",
+# The driver refused to send: the connection was already closed (psycopg,
+# psycopg2, asyncpg), or asyncpg's protocol was still busy with what the
+# server sent before closing (an error read while idle) and refused to start.
+_REFUSED_BEFORE_SEND = re.compile(
+    r"^(the )?connection (is|already) closed"
+    r"|^cannot switch to state \d+; another operation \(\d+\) is in progress",
     re.IGNORECASE,
 )
 
 
 def statement_did_not_run(exc: BaseException) -> bool:
-    """Whether an autocommit statement that raised ``exc`` certainly did not
-    commit, so running it again on another connection is safe.
+    """Whether a statement that raised ``exc`` provably never reached the
+    server, so sending it again (on another connection) cannot run it twice.
 
-    True when the server said it ended the session (57P01 admin shutdown,
-    57P02 crash shutdown, 57P05 idle-session timeout: the statement, if it
-    started at all, was aborted), or the driver refused to send it because the
-    connection was already closed. A connection lost *without* such a word may
-    have committed: never retried.
+    True only when the *driver* refused to send it: the connection was
+    already closed, or busy. A session the server ended (57P01 from a
+    restart or ``pg_terminate_backend``, 57P02, 57P05) is not proof: that is
+    also what a statement that was running gets when a DBA kills it, and
+    running it again would undo the kill and repeat its side effects. A
+    connection that the server ended while it sat idle is caught before
+    anything is sent (the pool's checkout check), so such statements never
+    reach this question.
     """
-    if sqlstate_of(exc) in _ENDED_SESSION:
-        return True
-    text = str(exc)
-    return bool(_CLOSED_BEFORE_SEND.match(text) or _ENDED_SESSION_TEXT.search(text))
+    return bool(_REFUSED_BEFORE_SEND.match(str(exc)))
 
 
 def connect_failure_reason(sqlstate: str | None, message: str | None) -> str:

@@ -117,18 +117,26 @@ class Database:
         if name is not None:
             values.setdefault("labels", {"database": name})
         values.setdefault("minimum_version", minimum)
+        # A raw borrower (`connection`) must not leave session state for the
+        # statements run here: its connections are reset when they come back
+        # (one round trip, for raw borrowers only). Through PgBouncer in
+        # transaction mode there is no session to reset.
+        values.setdefault("reset", "rollback" if observed.pgbouncer else "session")
         self.settings = settings
         #: When statements and transactions are tried again (see `RetryPolicy`).
         self.retry: RetryPolicy = policy
         self._reads: Route = settings.reads if settings is not None else "primary"
-        self._topology: Topology | None = None
-        self._pool: Pool | None = None
         if settings is not None and (settings.primary is not None or settings.replicas):
             self._topology = self._make_topology(settings, values, name)
-            self.name = self._topology.name
         else:
-            self._pool = Pool(**values)
-            self.name = self._pool.name
+            # One endpoint: a topology of one node, without a role probe.
+            self._topology = Topology(
+                {values.get("name") or "db": values["conninfo"]},
+                pool_factory=lambda _conninfo, _node: Pool(**values),
+                name=name or values.get("name") or "db",
+                probe=False,
+            )
+        self.name = name or self.pool.name
         self.driver: str = values["driver"]
         self._q: Queries = get_queries(
             self.driver, prepared_statements=values.get("prepared_statements", True)
@@ -173,39 +181,24 @@ class Database:
         Raises:
             NoAvailableServer: with replicas, when no node is primary now.
         """
-        if self._pool is not None:
-            return self._pool
-        assert self._topology is not None
         return self._topology.pool_for("primary")
 
     @property
-    def topology(self) -> Topology | None:
-        """The nodes and their roles, for a database with replicas; else None."""
+    def topology(self) -> Topology:
+        """The nodes, their pools and roles (a topology of one node for a
+        database with a single endpoint: ``topology.single``)."""
         return self._topology
 
     def _pool_for(self, route: Route | None) -> Pool:
-        if self._pool is not None:
-            return self._pool
-        assert self._topology is not None
         return self._topology.pool_for(route or self._reads)
-
-    def _failed(self, pool: Pool, exc: BaseException) -> None:
-        if self._topology is not None:
-            self._topology.note_error(pool, exc)
 
     def _elsewhere(self, pool: Pool, route: Route | None = None) -> bool:
         """Whether the topology now routes ``route`` to another pool than ``pool``
-        (after `_failed` reported it, a failing node is banned)."""
-        if self._topology is None:
-            return False
+        (after `note_error` reported it, a failing node is banned)."""
         try:
             return self._pool_for(route) is not pool
         except NoAvailableServer:
             return False
-
-    def _wrote(self) -> None:
-        if self._topology is not None:
-            self._topology.note_write()
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings, name: str | None = None) -> Database:
@@ -222,8 +215,7 @@ class Database:
         return cls(name=name, settings=DatabaseSettings.from_env(name, env))
 
     def __repr__(self) -> str:
-        inner = self._pool if self._pool is not None else self._topology
-        return f"<{type(self).__name__} {self.name!r} {inner!r}>"
+        return f"<{type(self).__name__} {self.name!r} {self._topology!r}>"
 
     def __enter__(self) -> Database:
         self.open()
@@ -238,35 +230,25 @@ class Database:
         self.close()
 
     def open(self, wait: bool = True, timeout: float | None = None) -> None:
-        """Open the pool (see `Pool.open`); with ``wait=False`` connections
-        are opened in the background and the first call waits for one."""
-        if self._topology is not None:
-            self._topology.open(wait=wait, timeout=timeout)
-        else:
-            assert self._pool is not None
-            self._pool.open(wait=wait, timeout=timeout)
+        """Open the pool(s) (see `Pool.open`: a database that cannot open
+        says why at once, and is closed); with ``wait=False`` connections are
+        opened in the background and the first call waits for one."""
+        self._topology.open(wait=wait, timeout=timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the pool(s) (see `Pool.close`)."""
-        if self._topology is not None:
-            self._topology.close(timeout)
-        else:
-            assert self._pool is not None
-            self._pool.close(timeout)
+        self._topology.close(timeout)
 
     def drain(self) -> None:
         """Replace every connection of every pool gracefully: idle ones now,
         in-use ones when returned (e.g. after a credential rotation)."""
-        if self._topology is not None:
-            for pool in self._topology.pools():
-                pool.drain()
-        else:
-            assert self._pool is not None
-            self._pool.drain()
+        for pool in self._topology.pools():
+            pool.drain()
 
     def connection(self, timeout: float | None = None, *, route: Route | None = "primary") -> Any:
         """Lend a native connection for a block (the pool's `connection`);
-        with replicas, from the node ``route`` chooses."""
+        with replicas, from the node ``route`` chooses. Whatever session
+        state the block leaves is reset when it comes back (see ``reset``)."""
         return self._pool_for(route).connection(timeout)
 
     def stats(self) -> dict[str, int | float]:
@@ -274,21 +256,15 @@ class Database:
         and the database's statement counters: ``queries``, ``queries_failed``,
         ``queries_slow`` and ``query_ms`` (total time)."""
         pool_stats: dict[str, int | float] = {}
-        if self._pool is not None:
-            pool_stats = self._pool.stats()
-        else:
-            try:
-                pool_stats = self.pool.stats()
-            except NoAvailableServer:
-                pass
+        try:
+            pool_stats = self.pool.stats()
+        except NoAvailableServer:
+            pass
         return {**pool_stats, **self._log.stats()}
 
     def pools(self) -> list[Pool]:
         """Every pool of this database: one, or one per node."""
-        if self._topology is not None:
-            return self._topology.pools()
-        assert self._pool is not None
-        return [self._pool]
+        return self._topology.pools()
 
     def on(self, event: str, fn: Callable[[PoolEvent], Any]) -> Callable[[], None]:
         """Call ``fn(event)`` on ``event`` in any of this database's pools (see
@@ -380,7 +356,7 @@ class Database:
     ) -> int:
         """Run a statement (autocommit); the number of rows affected."""
         rows = self._once(self._q.execute, query, params, timeout, idempotent, "primary")
-        self._wrote()
+        self._topology.note_write()
         return rows
 
     def executemany(
@@ -400,9 +376,9 @@ class Database:
         timeout: float | None = None,
     ) -> int:
         """Bulk-load ``records`` into ``table`` with COPY; rows copied."""
-        with self.pool.connection() as conn:
+        with self.pool.connection(reset=False) as conn:
             copied = self._q.copy_records(conn, table, records, columns, schema, timeout)
-        self._wrote()
+        self._topology.note_write()
         return copied
 
     def _once(
@@ -415,22 +391,26 @@ class Database:
         route: Route | None,
     ) -> T:
         """Run one statement on a lent connection, trying again as the retry
-        policy allows (`pgharbor.RetryPolicy.statement`): a statement the server
-        refused because it had already ended the session (a restart, a
-        terminated backend) did not run and is resent at once on another
-        connection; one whose connection was lost is tried again only when
-        ``idempotent``. The pool has meanwhile discarded the dead connection
-        and marked its older siblings for a check. With replicas, a statement
-        whose node gave no connection (a pool timeout, an open breaker: nothing
-        was sent) goes at once to the node the topology picks instead, if
-        another."""
+        policy allows (`pgharbor.RetryPolicy.statement`).
+
+        A statement is sent again only when it provably never reached the
+        server: the driver refused to send it (the connection was closed).
+        A connection the server ended while idle (a restart, a terminated
+        backend) is caught at checkout, before anything is sent, so a restart
+        between two calls is invisible. Once sent, a lost connection is the
+        caller's error — the statement may have run (a DBA's
+        ``pg_terminate_backend`` of a running statement looks the same) —
+        unless the caller said ``idempotent``. With replicas, a statement
+        whose node gave no connection (a pool timeout, an open breaker:
+        nothing was sent) goes at once to the node the topology picks
+        instead, if another."""
         attempt = 1
         first_failure: float | None = None
         while True:
             pool = self._pool_for(route)
             conn = None
             try:
-                with pool.connection() as conn:
+                with pool.connection(reset=False) as conn:
                     started = monotonic()
                     try:
                         result = op(conn, query, params, timeout)
@@ -440,7 +420,7 @@ class Database:
                     self._log.done(pool, query, params, started, result)
                     return result
             except Exception as exc:
-                self._failed(pool, exc)
+                self._topology.note_error(pool, exc)
                 if (
                     conn is None
                     and attempt < self.retry.max_attempts
@@ -535,8 +515,9 @@ class Database:
 
     def server_version(self) -> ServerVersion:
         """The server's version (from ``server_version_num``; no round trip)."""
-        with self.pool.connection() as conn:
-            return ServerVersion.from_num(self.pool._driver.server_version(conn))
+        pool = self.pool
+        with pool.connection(reset=False) as conn:
+            return ServerVersion.from_num(pool.connector.driver.server_version(conn))
 
     def info(self) -> dict[str, Any]:
         """Server facts, pool stats and the masked connection target."""
@@ -603,6 +584,7 @@ class Transaction:
         "_db",
         "_deferrable",
         "_isolation",
+        "_lease",
         "_pool",
         "_read_only",
         "_route",
@@ -622,6 +604,7 @@ class Transaction:
         self._db = db
         self._route = route
         self._pool: Pool | None = None
+        self._lease: Any = None
         self._isolation = isolation
         self._read_only = read_only
         self._deferrable = deferrable
@@ -631,12 +614,16 @@ class Transaction:
     def __enter__(self) -> Transaction:
         pool = self._db._pool_for(self._route)
         self._pool = pool
-        conn = pool.acquire(self._timeout)
+        # The lease is held by this transaction: the connection goes back
+        # exactly once, whoever ends the block.
+        lease = pool.connection(self._timeout, reset=False)
+        conn = lease.__enter__()
         try:
             self._db._q.begin(conn, self._isolation, self._read_only, self._deferrable)
         except BaseException:
-            pool.release(conn)
+            lease.__exit__(None, None, None)
             raise
+        self._lease = lease
         self.conn = conn
         return self
 
@@ -647,38 +634,40 @@ class Transaction:
         tb: TracebackType | None,
     ) -> None:
         conn, self.conn = self.conn, None
+        lease, self._lease = self._lease, None
         pool = self._pool
-        assert pool is not None
-        q = self._db._q
+        assert pool is not None and lease is not None
+        db = self._db
+        status = pool.connector.driver.status
         try:
             if exc is not None:
                 if isinstance(exc, Exception):
-                    self._db._failed(pool, exc)
+                    db._topology.note_error(pool, exc)
                 # The pool's return path also rolls back an open transaction;
                 # doing it here keeps the error the caller sees the original.
-                if pool._driver.status(conn) in (ConnStatus.INTRANS, ConnStatus.INERROR):
+                if status(conn) in (ConnStatus.INTRANS, ConnStatus.INERROR):
                     try:
-                        q.rollback(conn)
+                        db._q.rollback(conn)
                     except Exception as rollback_error:
                         logger.debug("rollback after an error failed: %s", rollback_error)
                 return
             try:
-                q.commit(conn)
+                db._q.commit(conn)
                 if not self._read_only:
-                    self._db._wrote()
+                    db._topology.note_write()
             except Exception as commit_error:
-                self._db._failed(pool, commit_error)
-                if pool._driver.is_error_disconnect(commit_error) or (
-                    pool._driver.status(conn) is ConnStatus.BROKEN
+                db._topology.note_error(pool, commit_error)
+                if pool.connector.is_disconnect(commit_error) or (
+                    status(conn) is ConnStatus.BROKEN
                 ):
                     raise CommitOutcomeUnknown(
-                        f"database {self._db.name!r}: the connection was lost while "
+                        f"database {db.name!r}: the connection was lost while "
                         "COMMIT was in flight; the transaction may or may not have "
                         "been applied"
                     ) from commit_error
                 raise
         finally:
-            pool.release(conn)
+            lease.__exit__(None, None, None)
 
     def fetch(
         self, query: str, params: Any = None, *, timeout: float | None = None

@@ -23,6 +23,10 @@ is paused or blackholed answers no cancel request either.
 
 Decisions are the `Router`'s: this shell only runs the probe, hands results
 in under its lock, and does the logging.
+
+A database with one endpoint is a topology of one node without a probe
+(``probe=False``): every route leads to its pool, and there is nothing to ban
+or fail over to, so `Database` talks to a topology whatever its shape.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ from .._policy.routing import OPTIONS, Role, Route, Router
 from .._policy.sqlstate import is_disconnect_message, sqlstate_of
 from ..drivers import get_queries
 from ..drivers.base import ConnStatus
-from ..drivers.queries_psycopg import sever
 from ..drivers.query import Queries
 from ..errors import ConfigError, ConnectionFailed, NoAvailableServer, PoolClosed, PoolError
 from .pool import Pool
@@ -132,10 +135,13 @@ class Topology:
         probe_interval: float = 1.0,
         probe_timeout: float = 2.0,
         name: str = "topology",
+        probe: bool = True,
         **router_options: Any,
     ) -> None:
         if not isinstance(nodes, Mapping) or not nodes:
             raise ConfigError("nodes", "must be a non-empty mapping of name to conninfo")
+        if not probe and len(nodes) != 1:
+            raise ConfigError("probe", "may be off only for a topology of one node")
         for key, value in (("probe_interval", probe_interval), ("probe_timeout", probe_timeout)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ConfigError(key, "must be a number > 0", value)
@@ -156,6 +162,10 @@ class Topology:
                 raise ConfigError(f"nodes[{node_name!r}]", "must be a conninfo string")
             self._nodes[node_name] = _Node(node_name, factory(conninfo, node_name))
         self._by_pool = {id(n.pool): n for n in self._nodes.values()}
+        # A topology of one without a probe: every route leads to this pool.
+        self._single: Pool | None = None
+        if not probe:
+            self._single = next(iter(self._nodes.values())).pool
         self._lock = Lock()
         self._progress = Event()  # a probe finished (open(wait=True) listens)
         self._closing = Event()
@@ -169,6 +179,8 @@ class Topology:
 
     def __repr__(self) -> str:
         status = "closed" if self._closed else ("open" if self._opened else "new")
+        if self._single is not None:
+            return f"<{type(self).__name__} {self.name!r} {status} single={self._single!r}>"
         with self._lock:
             primary = self.router.primary()
             standbys = [n.name for n in self.router.nodes if n.role == "standby" and n.healthy]
@@ -208,6 +220,11 @@ class Topology:
         """
         if self._closed:
             raise PoolClosed(f"topology {self.name!r} is closed")
+        if self._single is not None:
+            # One node, no roles to learn: opening is opening its pool.
+            self._opened = True
+            self._single.open(wait=wait, timeout=timeout)
+            return
         if not self._opened:
             self._opened = True
             # Pools open in the background: a node that is down must not keep
@@ -249,6 +266,8 @@ class Topology:
                 next call sees a newly promoted primary as soon as possible.
             ValueError: an unknown route.
         """
+        if self._single is not None:
+            return self._single
         when = monotonic() if now is None else now
         with self._lock:
             if route is None:
@@ -283,6 +302,8 @@ class Topology:
             ValueError: ``pool`` is not one of this topology's pools.
         """
         node = self._node_of(pool)
+        if self._single is not None:
+            return False  # nowhere else to go: the pool heals itself
         kind = _error_kind(pool, exc)
         with self._lock:
             before = self.router.node(node.name).role
@@ -304,8 +325,15 @@ class Topology:
         """Every node's pool, in the order the nodes were listed."""
         return [node.pool for node in self._nodes.values()]
 
+    @property
+    def single(self) -> bool:
+        """Whether this is a topology of one node without a role probe."""
+        return self._single is not None
+
     def note_write(self) -> None:
         """Report a successful write (starts the read-your-writes window)."""
+        if self._single is not None:
+            return
         with self._lock:
             self.router.note_write(monotonic())
 
@@ -359,18 +387,19 @@ class Topology:
         finally:
             conn, node.conn = node.conn, None
             if conn is not None:
-                node.pool._driver.close(conn, min(self.probe_timeout, 1.0))
+                node.pool.connector.close(conn)
 
     def _probe(self, node: _Node) -> None:
         """One probe of ``node``: report the result to the router and log changes."""
         pool = node.pool
-        driver = pool._driver
+        connector = pool.connector
+        driver = connector.driver
         deadline = monotonic() + self.probe_timeout
         secrets: list[str] = []
         try:
             if node.conn is None or driver.status(node.conn) is ConnStatus.BROKEN:
                 node.conn = None
-                params = pool._connect_params()
+                params = connector.params()
                 secrets = secrets_of(params)
                 node.conn = driver.connect(params, self.probe_timeout)
             if node.queries is None:
@@ -415,8 +444,8 @@ class Topology:
             self._after_probe()
         # The node answers: its pool need not wait out a reconnect backoff;
         # and its observers (metrics, role_change hooks) learn the role.
-        pool._nudge()
-        pool._set_role("replica" if role == "standby" else role)
+        pool.nudge()
+        pool.observation.set_role("replica" if role == "standby" else role)
         if before != (role, True):
             level = logging.INFO if before[0] in ("unknown", role) else logging.WARNING
             logger.log(
@@ -504,7 +533,8 @@ class _Watchdog:
             if not self._armed:
                 return
             self.fired = True
-            _sever(self._driver, self._conn)
+            if not self._driver.sever(self._conn):
+                logger.debug("could not cut a probe session")
 
     def stop(self) -> bool:
         """Disarm; whether the bound passed (the session is then unusable)."""
@@ -512,17 +542,6 @@ class _Watchdog:
             self._armed = False
         self._timer.cancel()
         return self.fired
-
-
-def _sever(driver: Any, conn: Any) -> None:
-    """Shut ``conn``'s socket down from any thread; never raises."""
-    if getattr(conn, "fileno", None) is None:
-        try:
-            driver.terminate(conn)  # asyncpg: aborts the transport (we are on its loop)
-        except Exception as exc:
-            logger.debug("could not cut a probe session: %s", exc)
-    elif not sever(conn):  # psycopg, psycopg2: the libpq socket
-        logger.debug("could not cut a probe session")
 
 
 def _error_kind(pool: Pool, exc: BaseException) -> str | None:
@@ -534,6 +553,6 @@ def _error_kind(pool: Pool, exc: BaseException) -> str | None:
         return "timeout"
     if isinstance(exc, TimeoutError):
         return "timeout"
-    if pool._driver.is_error_disconnect(exc) or is_disconnect_message(str(exc)):
+    if pool.connector.is_disconnect(exc) or is_disconnect_message(str(exc)):
         return "disconnect"
     return None

@@ -19,7 +19,7 @@ Options (keyword arguments, the same for every driver):
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, NamedTuple
 
 from pgharbor.drivers.base import AsyncDriver, ConnStatus, Driver
 from pgharbor.drivers.query import AsyncQueries, Queries
@@ -35,34 +35,60 @@ __all__ = [
     "get_queries",
 ]
 
-# name -> (module, class, the package it needs, the extra that installs it)
-_ASYNC = {
-    "psycopg": ("psycopg", "AsyncPsycopgDriver", "psycopg", None),
-    "asyncpg": ("asyncpg", "AsyncpgDriver", "asyncpg", "asyncpg"),
-}
-_SYNC = {
-    "psycopg": ("psycopg", "PsycopgDriver", "psycopg", None),
-    "psycopg2": ("psycopg2", "Psycopg2Driver", "psycopg2", "psycopg2"),
+
+class _Adapter(NamedTuple):
+    """Where a driver's adapters live, and what installs the driver."""
+
+    module: str  # pgharbor.drivers.<module>: the connection adapter
+    driver: str  # its class
+    queries_module: str  # pgharbor.drivers.<queries_module>: the query adapter
+    queries: str  # its class
+    package: str  # the driver's own package
+    extra: str | None  # the pgharbor extra that installs it (None: always there)
+
+
+# One table: (flavour, driver name) -> its adapters.
+_ADAPTERS: dict[tuple[str, str], _Adapter] = {
+    ("async", "psycopg"): _Adapter(
+        "psycopg", "AsyncPsycopgDriver", "queries_psycopg", "AsyncPsycopgQueries", "psycopg", None
+    ),
+    ("async", "asyncpg"): _Adapter(
+        "asyncpg", "AsyncpgDriver", "queries_asyncpg", "AsyncpgQueries", "asyncpg", "asyncpg"
+    ),
+    ("sync", "psycopg"): _Adapter(
+        "psycopg", "PsycopgDriver", "queries_psycopg", "PsycopgQueries", "psycopg", None
+    ),
+    ("sync", "psycopg2"): _Adapter(
+        "psycopg2", "Psycopg2Driver", "queries_psycopg2", "Psycopg2Queries", "psycopg2", "psycopg2"
+    ),
 }
 _OPTIONS = frozenset({"prepared_statements"})
 
 
-def _load(table: dict[str, tuple[str, str, str, str | None]], name: str) -> Any:
-    try:
-        module, cls, package, extra = table[name]
-    except (KeyError, TypeError):
+def names(flavour: str) -> list[str]:
+    """The driver names of a flavour ("async" or "sync")."""
+    return [name for f, name in _ADAPTERS if f == flavour]
+
+
+def _load(flavour: str, name: str, queries: bool) -> Any:
+    adapter = _ADAPTERS.get((flavour, name)) if isinstance(name, str) else None
+    if adapter is None:
         raise ConfigError(
-            "driver", f"must be one of {', '.join(map(repr, table))} (got {name!r})"
-        ) from None
+            "driver", f"must be one of {', '.join(map(repr, names(flavour)))} (got {name!r})"
+        )
     try:
-        importlib.import_module(package)
+        importlib.import_module(adapter.package)
     except ImportError as exc:
-        if extra is None:
+        if adapter.extra is None:
             raise
         raise ImportError(
-            f"the {name!r} driver needs the {package} package: pip install 'pgharbor[{extra}]'",
-            name=package,
+            f"the {name!r} driver needs the {adapter.package} package: "
+            f"pip install 'pgharbor[{adapter.extra}]'",
+            name=adapter.package,
         ) from exc
+    module, cls = (
+        (adapter.queries_module, adapter.queries) if queries else (adapter.module, adapter.driver)
+    )
     return getattr(importlib.import_module(f"pgharbor.drivers.{module}"), cls)
 
 
@@ -83,7 +109,7 @@ def get_async_driver(name: str = "psycopg", **options: Any) -> AsyncDriver:
         ImportError: the driver's package is not installed; the message holds
             the ``pip install`` command.
     """
-    cls = _load(_ASYNC, name)
+    cls = _load("async", name, queries=False)
     _check_options(options)
     driver: AsyncDriver = cls(**options)
     return driver
@@ -97,21 +123,10 @@ def get_driver(name: str = "psycopg", **options: Any) -> Driver:
         ImportError: the driver's package is not installed; the message holds
             the ``pip install`` command.
     """
-    cls = _load(_SYNC, name)
+    cls = _load("sync", name, queries=False)
     _check_options(options)
     driver: Driver = cls(**options)
     return driver
-
-
-# The query protocol (pgharbor.drivers.query), one adapter per driver flavour.
-_ASYNC_QUERIES = {
-    "psycopg": ("queries_psycopg", "AsyncPsycopgQueries", "psycopg", None),
-    "asyncpg": ("queries_asyncpg", "AsyncpgQueries", "asyncpg", "asyncpg"),
-}
-_SYNC_QUERIES = {
-    "psycopg": ("queries_psycopg", "PsycopgQueries", "psycopg", None),
-    "psycopg2": ("queries_psycopg2", "Psycopg2Queries", "psycopg2", "psycopg2"),
-}
 
 
 def get_async_queries(name: str = "psycopg", **options: Any) -> AsyncQueries:
@@ -124,7 +139,7 @@ def get_async_queries(name: str = "psycopg", **options: Any) -> AsyncQueries:
         ImportError: the driver's package is not installed; the message holds
             the ``pip install`` command.
     """
-    cls = _load(_ASYNC_QUERIES, name)
+    cls = _load("async", name, queries=True)
     _check_options(options)
     queries: AsyncQueries = cls(**options)
     return queries
@@ -140,7 +155,7 @@ def get_queries(name: str = "psycopg", **options: Any) -> Queries:
         ImportError: the driver's package is not installed; the message holds
             the ``pip install`` command.
     """
-    cls = _load(_SYNC_QUERIES, name)
+    cls = _load("sync", name, queries=True)
     _check_options(options)
     queries: Queries = cls(**options)
     return queries

@@ -14,11 +14,13 @@ import os
 import re
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import asyncpg
 
 from pgharbor._policy.sqlstate import is_disconnect, is_disconnect_message, sqlstate_of
+from pgharbor.drivers._sockets import watch_fd
 from pgharbor.drivers.base import ConnStatus
 from pgharbor.errors import ConfigError
 
@@ -174,6 +176,22 @@ def _is_cancelling(conn: Any) -> bool:
 _CLOSED_TEXT = ("connection is closed", "connection was closed", "not connected")
 
 
+def _close_orphan(conn: Any) -> None:
+    """Close a connection whose event loop is gone (asyncpg can only abort
+    through the loop): end the TCP session, then let the transport close its
+    socket as it would have on the loop (private, asyncio's selector transport)."""
+    transport = getattr(conn, "_transport", None)
+    sock = _socket(conn)
+    try:
+        if sock is not None:
+            with socket.socket(fileno=os.dup(sock.fileno())) as dup:
+                dup.shutdown(socket.SHUT_RDWR)
+        if transport is not None and hasattr(transport, "_call_connection_lost"):
+            transport._call_connection_lost(None)
+    except Exception:
+        pass
+
+
 class AsyncpgDriver:
     """asyncpg ``Connection`` adapter."""
 
@@ -248,11 +266,64 @@ class AsyncpgDriver:
             self.terminate(conn)
 
     def terminate(self, conn: Any) -> None:
-        """Abort the transport at once; never raises."""
+        """Abort the transport at once; never raises. On a connection whose
+        event loop is closed (a pool used from a second ``asyncio.run``) the
+        socket is shut down and closed directly, so no session or descriptor
+        is left behind."""
         try:
             conn.terminate()
         except Exception:
-            pass
+            _close_orphan(conn)
+
+    def watch(self, conn: Any) -> Callable[[], bool]:
+        """The checkout check: asyncpg's own view, and a zero-timeout ``poll``.
+
+        The event loop reads the socket, but a server that ends an idle
+        session sends its FATAL and then closes: asyncpg handles the message
+        at once (its protocol then refuses any new operation until it sees
+        the close, one loop iteration later: "cannot switch to state 12;
+        another operation (2) is in progress"), and the EOF is still pending
+        on the socket. The poll sees it."""
+        is_closed = conn.is_closed
+        sock = _socket(conn)
+        if sock is None:
+
+            def open_() -> bool:
+                return not is_closed() and not _is_cancelling(conn)
+
+            return open_
+        return watch_fd(sock.fileno(), lambda: is_closed() or _is_cancelling(conn))
+
+    def pristine(self, conn: Any) -> bool:
+        """asyncpg has no client-side session attributes: always True."""
+        return True
+
+    async def restore(self, conn: Any) -> None:
+        """Nothing to restore (see `pristine`)."""
+
+    async def run_script(self, conn: Any, sql: str, timeout: float) -> None:
+        """Run ``sql`` (several statements: the simple protocol, as asyncpg
+        uses for ``execute`` without arguments) within ``timeout``."""
+        async with asyncio.timeout(timeout):
+            await conn.execute(sql)
+
+    async def discard(self, conn: Any, timeout: float) -> None:
+        """``DISCARD ALL``, then asyncpg forgets its statement and type caches."""
+        async with asyncio.timeout(timeout):
+            await conn.execute("DISCARD ALL")
+        await conn.reload_schema_state()
+
+    def sever(self, conn: Any) -> bool:
+        """Shut the socket down from any thread (the transport then sees EOF)."""
+        sock = _socket(conn)
+        if sock is None:
+            return False
+        try:
+            with socket.socket(fileno=os.dup(sock.fileno())) as dup:
+                dup.shutdown(socket.SHUT_RDWR)
+        except Exception:
+            return False
+        return True
 
     def server_version(self, conn: Any) -> int:
         """``server_version_num`` (no I/O), e.g. 150018 for 15.18."""

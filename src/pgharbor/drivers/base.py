@@ -12,6 +12,7 @@ without a timeout never block on the network.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 __all__ = ["AsyncDriver", "ConnStatus", "Driver"]
@@ -80,6 +81,38 @@ class AsyncDriver(Protocol):
         """Whether ``exc`` means the connection is lost or the server is going away."""
         ...
 
+    def watch(self, conn: Any) -> Callable[[], bool]:
+        """A check of an idle connection, with no round trip: the function
+        returns False when the connection must not be lent — the driver knows
+        it is closed, or the server sent something while it sat idle (a server
+        that restarted or ended the backend sends its FATAL before closing).
+        Called at every checkout: it costs at most one zero-timeout ``poll``."""
+        ...
+
+    def pristine(self, conn: Any) -> bool:
+        """Whether the client-side session attributes (autocommit, isolation
+        level, read-only, deferrable) are still those pgharbor connected with (no I/O)."""
+        ...
+
+    async def restore(self, conn: Any) -> None:
+        """Set those attributes back (no I/O unless the driver needs it)."""
+        ...
+
+    async def run_script(self, conn: Any, sql: str, timeout: float) -> None:
+        """Run ``sql`` (several statements allowed) as one simple query,
+        bounded by ``timeout``: the session reset presets."""
+        ...
+
+    async def discard(self, conn: Any, timeout: float) -> None:
+        """``DISCARD ALL``, and forget what the driver cached about the
+        session (prepared statements), bounded by ``timeout``."""
+        ...
+
+    def sever(self, conn: Any) -> bool:
+        """Shut the connection's socket down from any thread, so a blocked
+        read ends at once; whether it could. Never raises."""
+        ...
+
 
 class Driver(Protocol):
     """Adapter over a blocking driver (psycopg, psycopg2). Same methods as
@@ -106,3 +139,15 @@ class Driver(Protocol):
     def parameter(self, conn: Any, name: str) -> str | None: ...
 
     def is_error_disconnect(self, exc: BaseException) -> bool: ...
+
+    def watch(self, conn: Any) -> Callable[[], bool]: ...
+
+    def pristine(self, conn: Any) -> bool: ...
+
+    def restore(self, conn: Any) -> None: ...
+
+    def run_script(self, conn: Any, sql: str, timeout: float) -> None: ...
+
+    def discard(self, conn: Any, timeout: float) -> None: ...
+
+    def sever(self, conn: Any) -> bool: ...

@@ -1,11 +1,12 @@
 """Adapters over psycopg 3: :class:`AsyncPsycopgDriver` and :class:`PsycopgDriver`.
 
-Pings go through psycopg's low-level ``pgconn`` (non-blocking libpq) so they can
-be bounded by a deadline in both flavours: psycopg's own query path cannot be
-(sync waits have no deadline; an async cancellation triggers a server-side
-cancel that may itself wait up to 10 s). Rollback uses psycopg's generator so
-its prepared-statement cache is cleared as psycopg expects, bounded by psycopg's
-``wait(timeout=)``; both private touches live in :func:`_rollback_gen`.
+Pings and the session reset scripts go through psycopg's low-level ``pgconn``
+(non-blocking libpq) so they can be bounded by a deadline in both flavours:
+psycopg's own query path cannot be (sync waits have no deadline; an async
+cancellation triggers a server-side cancel that may itself wait up to 10 s).
+Rollback uses psycopg's generator so its prepared-statement cache is cleared as
+psycopg expects, bounded by psycopg's ``wait(timeout=)``. The private touches
+live in :func:`_rollback_gen` and :func:`_forget_prepared`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import math
 import select
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import psycopg
@@ -21,6 +23,7 @@ from psycopg import errors as e
 from psycopg import pq
 
 from pgharbor._policy.sqlstate import is_disconnect, is_disconnect_message, sqlstate_of
+from pgharbor.drivers._sockets import sever, wait_fd, watch_fd
 from pgharbor.drivers.base import ConnStatus
 
 __all__ = ["AsyncPsycopgDriver", "PsycopgDriver"]
@@ -95,6 +98,13 @@ def _rollback_gen(conn: Any) -> Any:
     return conn._rollback_gen()
 
 
+def _forget_prepared(conn: Any) -> None:
+    """After a ``DISCARD ALL`` sent below psycopg: clear its prepared-statement
+    cache, as psycopg does when it sees that command go through its own
+    ``execute`` (private API, psycopg >= 3.1; a bounded send needs libpq)."""
+    conn._prepared.clear()
+
+
 def _take_result(conn: Any, result: Any, error: e.Error | None) -> e.Error | None:
     """Keep the first error the server sent; results must all be read anyway."""
     if error is None and result.status == _FATAL_ERROR:
@@ -103,16 +113,6 @@ def _take_result(conn: Any, result: Any, error: e.Error | None) -> e.Error | Non
 
 
 # --- sync: wait on the socket with poll() (no FD_SETSIZE limit), under a deadline
-
-
-def wait_fd(fd: int, events: int, deadline: float) -> None:
-    """Wait until ``fd`` is ready for ``events`` (poll flags) or raise
-    ``TimeoutError`` at ``deadline`` (monotonic). Shared with psycopg2."""
-    remaining = deadline - time.monotonic()
-    poller = select.poll()
-    poller.register(fd, events)
-    if remaining <= 0 or not poller.poll(remaining * 1000.0):
-        raise TimeoutError("no answer from the server in time")
 
 
 def _exec_sync(conn: Any, query: bytes, timeout: float) -> None:
@@ -215,6 +215,24 @@ class _Common:
         """
         return _is_error_disconnect(exc)
 
+    def watch(self, conn: Any) -> Callable[[], bool]:
+        """The checkout check: libpq's status, and a zero-timeout ``poll``."""
+        pgconn = conn.pgconn
+        return watch_fd(pgconn.socket, lambda: pgconn.status == _BAD)
+
+    def pristine(self, conn: Any) -> bool:
+        """Autocommit on, no isolation level, read-only or deferrable set."""
+        return (
+            conn.autocommit is True
+            and conn.isolation_level is None
+            and conn.read_only is None
+            and conn.deferrable is None
+        )
+
+    def sever(self, conn: Any) -> bool:
+        """Shut the libpq socket down (see `sever`)."""
+        return sever(conn)
+
 
 class AsyncPsycopgDriver(_Common):
     """psycopg 3 ``AsyncConnection`` adapter (the default async driver)."""
@@ -260,6 +278,23 @@ class AsyncPsycopgDriver(_Common):
             await conn.close()
         except Exception:
             self.terminate(conn)
+
+    async def restore(self, conn: Any) -> None:
+        """Autocommit back on, the transaction characteristics unset (no I/O)."""
+        await conn.set_autocommit(True)
+        await conn.set_isolation_level(None)
+        await conn.set_read_only(None)
+        await conn.set_deferrable(None)
+
+    async def run_script(self, conn: Any, sql: str, timeout: float) -> None:
+        """Run ``sql`` as one simple query through libpq, within ``timeout``."""
+        await _exec_async(conn, sql.encode(), timeout)
+
+    async def discard(self, conn: Any, timeout: float) -> None:
+        """``DISCARD ALL`` within ``timeout``; psycopg then forgets its
+        prepared statements (see `_forget_prepared`)."""
+        await _exec_async(conn, b"DISCARD ALL", timeout)
+        _forget_prepared(conn)
 
 
 class PsycopgDriver(_Common):
@@ -308,3 +343,20 @@ class PsycopgDriver(_Common):
             conn.close()
         except Exception:
             self.terminate(conn)
+
+    def restore(self, conn: Any) -> None:
+        """Autocommit back on, the transaction characteristics unset (no I/O)."""
+        conn.autocommit = True
+        conn.isolation_level = None
+        conn.read_only = None
+        conn.deferrable = None
+
+    def run_script(self, conn: Any, sql: str, timeout: float) -> None:
+        """Run ``sql`` as one simple query through libpq, within ``timeout``."""
+        _exec_sync(conn, sql.encode(), timeout)
+
+    def discard(self, conn: Any, timeout: float) -> None:
+        """``DISCARD ALL`` within ``timeout``; psycopg then forgets its
+        prepared statements (see `_forget_prepared`)."""
+        _exec_sync(conn, b"DISCARD ALL", timeout)
+        _forget_prepared(conn)

@@ -18,6 +18,7 @@ import glob
 import os
 import select
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import psycopg2
@@ -25,9 +26,10 @@ import psycopg2.errors
 import psycopg2.extensions as ext
 
 from pgharbor._policy.sqlstate import is_disconnect, is_disconnect_message, sqlstate_of
+from pgharbor.drivers._sockets import sever, watch_fd
+from pgharbor.drivers._sockets import wait_fd as _wait_fd
 from pgharbor.drivers.base import ConnStatus
 from pgharbor.drivers.psycopg import connect_timeout
-from pgharbor.drivers.psycopg import wait_fd as _wait_fd
 
 __all__ = ["Psycopg2Driver"]
 
@@ -242,6 +244,43 @@ class Psycopg2Driver:
         """A parameter the server reported, or None (no I/O)."""
         value = conn.get_parameter_status(name)
         return None if value is None else str(value)
+
+    def watch(self, conn: Any) -> Callable[[], bool]:
+        """The checkout check: psycopg2's ``closed``, and a zero-timeout ``poll``."""
+        return watch_fd(conn.fileno(), lambda: conn.closed != 0)
+
+    def pristine(self, conn: Any) -> bool:
+        """Autocommit on, no isolation level, read-only or deferrable set."""
+        return (
+            conn.autocommit is True
+            and conn.isolation_level is None
+            and conn.readonly is None
+            and conn.deferrable is None
+        )
+
+    def restore(self, conn: Any) -> None:
+        """Set the attributes back. In autocommit mode psycopg2 sends the
+        session characteristics as ``SET`` statements, so the characteristics
+        are reset first, then autocommit is turned back on."""
+        conn.autocommit = False
+        conn.set_session(isolation_level="DEFAULT", readonly="DEFAULT", deferrable="DEFAULT")
+        conn.autocommit = True
+
+    def run_script(self, conn: Any, sql: str, timeout: float) -> None:
+        """Run ``sql`` as one query (bounded like :meth:`ping`)."""
+        if _LIBPQ is not None:
+            _exec_libpq(_LIBPQ, conn, sql.encode(), timeout)
+            return
+        with conn.cursor() as cur:
+            cur.execute(sql)
+
+    def discard(self, conn: Any, timeout: float) -> None:
+        """``DISCARD ALL`` (psycopg2 prepares nothing, so caches nothing)."""
+        self.run_script(conn, "DISCARD ALL", timeout)
+
+    def sever(self, conn: Any) -> bool:
+        """Shut the libpq socket down (see `pgharbor.drivers.psycopg.sever`)."""
+        return sever(conn)
 
     def is_error_disconnect(self, exc: BaseException) -> bool:
         """Whether ``exc`` means the psycopg2 connection is lost.

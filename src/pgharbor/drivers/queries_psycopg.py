@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -32,6 +30,7 @@ from psycopg import errors as e
 from psycopg import sql as pgsql
 from psycopg.rows import no_result, tuple_row
 
+from pgharbor.drivers._sockets import sever
 from pgharbor.drivers.query import Isolation, Row, row_class
 
 __all__ = [
@@ -46,20 +45,6 @@ T = TypeVar("T")
 
 #: Seconds a cancelled statement may take to end before its socket is cut.
 CANCEL_GRACE = 2.0
-
-
-def sever(conn: Any) -> bool:
-    """Shut down the socket of a libpq connection (psycopg, psycopg2) from any
-    thread, so a read blocked on it ends at once; whether it could. The
-    connection is unusable afterwards. Never raises."""
-    try:
-        # A duplicate descriptor: shutdown() acts on the socket both share,
-        # and closing the duplicate leaves the driver's descriptor alone.
-        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
-    except Exception:
-        return False
-    return True
 
 
 # -- shared by all query adapters ---------------------------------------------

@@ -20,12 +20,12 @@ from typing import Any, TypeVar
 import psycopg2.extensions as ext
 import psycopg2.extras
 
+from pgharbor.drivers._sockets import sever
 from pgharbor.drivers.psycopg2 import cancel
 from pgharbor.drivers.queries_psycopg import (
     begin_statement,
     cached_row_class,
     run_with_timeout,
-    sever,
 )
 from pgharbor.drivers.query import Isolation, Row
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pgharbor._acompat import ajoin, asleep, aspawn
+from pgharbor._acompat import AEvent, ajoin, asleep, aspawn
 from pgharbor._async.database import AsyncDatabase
 from pgharbor._async.manager import AsyncDatabaseManager
 from pgharbor._async.pool import AsyncPool
@@ -437,25 +437,25 @@ async def test_a_stale_double_release_is_refused(make_pool: PoolFactory) -> None
     and B keeps its connection (the next caller does not get it)."""
     pool = make_pool(min_size=1, max_size=1)
     await pool.open()
-    owner: dict[str, Any] = {}
+    seen: dict[str, Any] = {}
+    b_has_it = AEvent()
 
-    async def a_first() -> None:
-        owner["a"] = await pool.acquire()
-        await pool.release(owner["a"])
-
-    await ajoin(aspawn(a_first, name="A1", group=set()), 5.0)
-    conn_b = await pool.acquire()  # B: this task
-    assert conn_b is owner["a"]
-    errors: list[BaseException] = []
-
-    async def a_again() -> None:
+    async def a() -> None:
+        seen["conn"] = conn = await pool.acquire()
+        await pool.release(conn)
+        await b_has_it.wait_timeout(5.0)
         try:
-            await pool.release(owner["a"])
+            await pool.release(conn)  # stale: B holds it now
         except ValueError as exc:
-            errors.append(exc)
+            seen["error"] = exc
 
-    await ajoin(aspawn(a_again, name="A2", group=set()), 5.0)
-    assert errors and "stale" in str(errors[0])
+    task = aspawn(a, name="A", group=set())
+    await wait_until(lambda: "conn" in seen and pool.stats()["in_use"] == 0, 5.0, "A's release")
+    conn_b = await pool.acquire()  # B: this task
+    assert conn_b is seen["conn"]
+    b_has_it.set()
+    await ajoin(task, 5.0)
+    assert "stale" in str(seen.get("error"))
     assert pool.stats()["in_use"] == 1
     await pool.release(conn_b)
     assert pool.stats()["in_use"] == 0

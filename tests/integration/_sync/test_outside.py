@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pgharbor._acompat import join, sleep, spawn
+from pgharbor._acompat import Event, join, sleep, spawn
 from pgharbor._sync.database import Database
 from pgharbor._sync.manager import DatabaseManager
 from pgharbor._sync.pool import Pool
@@ -439,25 +439,25 @@ def test_a_stale_double_release_is_refused(make_pool: PoolFactory) -> None:
     and B keeps its connection (the next caller does not get it)."""
     pool = make_pool(min_size=1, max_size=1)
     pool.open()
-    owner: dict[str, Any] = {}
+    seen: dict[str, Any] = {}
+    b_has_it = Event()
 
-    def a_first() -> None:
-        owner["a"] = pool.acquire()
-        pool.release(owner["a"])
-
-    join(spawn(a_first, name="A1", group=set()), 5.0)
-    conn_b = pool.acquire()  # B: this task
-    assert conn_b is owner["a"]
-    errors: list[BaseException] = []
-
-    def a_again() -> None:
+    def a() -> None:
+        seen["conn"] = conn = pool.acquire()
+        pool.release(conn)
+        b_has_it.wait_timeout(5.0)
         try:
-            pool.release(owner["a"])
+            pool.release(conn)  # stale: B holds it now
         except ValueError as exc:
-            errors.append(exc)
+            seen["error"] = exc
 
-    join(spawn(a_again, name="A2", group=set()), 5.0)
-    assert errors and "stale" in str(errors[0])
+    task = spawn(a, name="A", group=set())
+    wait_until(lambda: "conn" in seen and pool.stats()["in_use"] == 0, 5.0, "A's release")
+    conn_b = pool.acquire()  # B: this task
+    assert conn_b is seen["conn"]
+    b_has_it.set()
+    join(task, 5.0)
+    assert "stale" in str(seen.get("error"))
     assert pool.stats()["in_use"] == 1
     pool.release(conn_b)
     assert pool.stats()["in_use"] == 0

@@ -183,7 +183,9 @@ def test_broken_connection_is_discarded_and_replaced(
 def test_restart_costs_at_most_one_failed_check(
     make_pool: PoolFactory, pg_server: PostgresServer
 ) -> None:
-    """After a server restart, acquiring pays one failed check at most, and no sleep."""
+    """After a server restart, acquiring pays one failed check at most (the
+    checkout check usually sees the dead connections with no round trip), and
+    no sleep."""
     pool = make_pool(min_size=4, max_size=4, check_window=0.0)
     pool.open()
     pg_server.restart()
@@ -192,7 +194,7 @@ def test_restart_costs_at_most_one_failed_check(
         assert query(conn, "SELECT 1") == [(1,)]
     elapsed = monotonic() - start
     stats = pool.stats()
-    assert stats["checks_failed"] == 1
+    assert stats["checks_failed"] <= 1
     assert stats["connections_lost"] == 4
     assert elapsed < 1.0 + SLACK
 
@@ -262,16 +264,21 @@ def test_missing_database_fails_fast(
     make_pool: PoolFactory, pg_server: PostgresServer
 ) -> None:
     """A connect error that retrying cannot fix (3D000) ends open() and queued
-    acquires at once, classified, instead of after the whole timeout."""
+    acquires at once, classified, instead of after the whole timeout; a pool
+    that failed to open is closed."""
     pool = make_pool(pg_server.conninfo(dbname="no_such_db_here"), min_size=1)
     start = monotonic()
     with pytest.raises(ConnectionFailed) as info:
         pool.open(timeout=20.0)
     assert info.value.reason == "database-missing"
     assert monotonic() - start < 2.0 + SLACK
+    with pytest.raises(PoolClosed):
+        pool.acquire(timeout=20.0)
+    background = make_pool(pg_server.conninfo(dbname="no_such_db_here"), min_size=1)
+    background.open(wait=False)
     start = monotonic()
     with pytest.raises(ConnectionFailed):
-        pool.acquire(timeout=20.0)
+        background.acquire(timeout=20.0)
     assert monotonic() - start < 2.0 + SLACK
 
 
