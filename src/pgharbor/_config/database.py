@@ -281,6 +281,23 @@ class DatabaseSettings(_Strict):
             check_endpoint(parse_conninfo(url.get_secret_value(), str(index)))
         return value
 
+    @field_validator("probe_interval", "probe_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        # The topology would refuse these only when the database is built.
+        if value <= 0:
+            raise ValueError(f"must be > 0, got {value}")
+        return value
+
+    @field_validator(
+        "max_replica_lag", "max_replica_lag_bytes", "ban_time", "read_your_writes", "slow_query"
+    )
+    @classmethod
+    def _not_negative(cls, value: float | None) -> float | None:
+        if value is not None and value < 0:
+            raise ValueError(f"must be >= 0, got {value}")
+        return value
+
     @field_validator("port", mode="before")
     @classmethod
     def _port_text(cls, value: Any) -> Any:
@@ -455,7 +472,9 @@ class DatabaseSettings(_Strict):
         if max_size is None:
             max_size = max(min_size if min_size is not None else 0, _DEFAULT_SIZE)
         if min_size is None:
-            min_size = min(_DEFAULT_SIZE, max_size)
+            # Clamped at 0: a bad max_size (-1) is reported as itself by
+            # PoolOptions, not as the min_size derived from it.
+            min_size = min(_DEFAULT_SIZE, max(max_size, 0))
         return PoolOptions(
             min_size=min_size,
             max_size=max_size,
