@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -26,9 +27,12 @@ PIECES = ["Kq7x", "Zq9eta", "Vq8ox", "Lq6um", "Oq5rb", "Nq4yx", "Pq3yr"]
 
 
 @pytest.fixture(scope="module")
-def scram_server() -> Iterator[PostgresServer]:
-    """A server where roles 'alice' and 'bob' must authenticate with scram-sha-256."""
-    with PostgresServer(hba=["host all alice,bob 127.0.0.1/32 scram-sha-256"]) as server:
+def scram_server(pytestconfig: pytest.Config) -> Iterator[PostgresServer]:
+    """A server (of the version the suite runs) where roles 'alice' and 'bob'
+    must authenticate with scram-sha-256."""
+    wanted = pytestconfig.getoption("--pg-version") or os.environ.get("PGHARBOR_TEST_PG_VERSION")
+    hba = ["host all alice,bob 127.0.0.1/32 scram-sha-256"]
+    with PostgresServer(version=int(wanted) if wanted else None, hba=hba) as server:
         server.create_role("alice", password=SECRET)
         server.create_role("bob", password=RAW)
         yield server
