@@ -190,3 +190,21 @@ def test_cli_check_with_an_unencoded_password(scram_server: PostgresServer) -> N
     (db,) = json.loads(result.stdout)["databases"]
     assert db["reachable"] is False and db["error"], db
     assert_no_piece(result.output)
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg", "psycopg2"])
+async def test_every_driver_authenticates_with_the_unencoded_url(
+    scram_server: PostgresServer, driver: str, app_name: str
+) -> None:
+    """Each driver gets the password split off the URL (not a re-built URL) and
+    authenticates as bob on 127.0.0.1."""
+    url = raw_url(scram_server, RAW)
+    if driver == "psycopg2":
+        with Database(url, driver=driver, min_size=1, application_name=app_name) as db:
+            assert db.fetchval("SELECT current_user") == "bob"
+            shown = repr(db) + str(db.health())
+    else:
+        async with AsyncDatabase(url, driver=driver, min_size=1, application_name=app_name) as adb:
+            assert await adb.fetchval("SELECT current_user") == "bob"
+            shown = repr(adb) + str(adb.health())
+    assert_no_piece(shown)
