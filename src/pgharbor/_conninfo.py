@@ -209,7 +209,8 @@ def _valid_tail(tail: str) -> bool:
     if "@" in dbname:
         return False
     try:
-        # No secret in this text: the tail is what follows the user information.
+        # For a wrong reading this text may hold a piece of the password:
+        # libpq's error, which could quote it, is dropped.
         conninfo_to_dict(_URL_PREFIXES[0] + "@" + tail)
     except (psycopg.ProgrammingError, UnicodeDecodeError):
         return False
