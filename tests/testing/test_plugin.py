@@ -79,17 +79,18 @@ def test_leaves_backend(pg_server, app_name):
 def test_opted_out(pg_server, app_name):
     _keep.append(psycopg.connect(pg_server.conninfo(application_name=app_name)))
 
-def test_leaves_thread():
+def test_leaves_thread(app_name):
     threading.Thread(target=time.sleep, args=(3,), name="sleeper").start()
 
 @pytest.mark.asyncio
-async def test_leaves_task():
+async def test_leaves_task(app_name):
     asyncio.get_running_loop().create_task(asyncio.sleep(10), name="dangling")
 """
 
 
 def test_leak_guard_catches_leaks(pytester: pytest.Pytester) -> None:
-    """Leftover sessions, threads and tasks fail a test; the marker opts out."""
+    """Leftover sessions, threads and tasks fail a test that uses pgharbor's
+    fixtures (the default scope of the guard); the marker opts out."""
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(test_inner=INNER)
     # The first test checks the plugin starts no server (and imports no
@@ -114,3 +115,92 @@ def test_no_server_imported():
         ],
         consecutive=False,
     )
+
+
+# A project that merely has pgharbor installed: its tests leave threads, tasks
+# and open sockets behind, which is its own business.
+FOREIGN = """
+import asyncio, socket, threading, time
+import pytest
+
+_keep = []
+
+@pytest.fixture
+def worker():
+    thread = threading.Thread(target=time.sleep, args=(3,), name="their-worker", daemon=True)
+    thread.start()
+    yield thread
+
+def test_thread_left_running():
+    threading.Thread(target=time.sleep, args=(3,), name="their-sleeper", daemon=True).start()
+
+def test_fixture_thread_left_running(worker):
+    assert worker.is_alive()
+
+def test_socket_left_open():
+    _keep.append(socket.socket())
+
+@pytest.mark.asyncio
+async def test_task_left_pending():
+    asyncio.get_running_loop().create_task(asyncio.sleep(10), name="their-task")
+
+@pytest.mark.pgharbor_leak_check
+def test_opted_in():
+    threading.Thread(target=time.sleep, args=(3,), name="opted-in", daemon=True).start()
+"""
+
+FOREIGN_INI = """[pytest]
+asyncio_default_fixture_loop_scope = function
+addopts = --strict-markers --strict-config
+filterwarnings = error
+"""
+
+
+def test_foreign_suites_are_not_guarded(pytester: pytest.Pytester) -> None:
+    """The plugin loads wherever pgharbor is installed; a project's tests that
+    use none of its fixtures are not checked for leaks (only one that asks
+    with the marker is), and nothing of the plugin warns or starts a server."""
+    pytester.makeini(FOREIGN_INI)
+    pytester.makepyfile(test_foreign=FOREIGN)
+    result = pytester.runpytest_subprocess("-v")
+    result.assert_outcomes(passed=5, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_opted_in*",
+            "*leak check: 1 thread(s) still running: opted-in*",
+        ]
+    )
+    assert "their-" not in result.stdout.str()
+
+
+def test_foreign_suite_fully_green_with_the_installed_plugin(pytester: pytest.Pytester) -> None:
+    """Without the opt-in marker, such a suite is green as it is, with the
+    plugin loaded from its entry point (as in any project)."""
+    pytester.makeini(FOREIGN_INI)
+    pytester.makepyfile(test_foreign=FOREIGN.split("@pytest.mark.pgharbor_leak_check")[0])
+    result = pytester.runpytest_subprocess("-v")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*plugins:*pgharbor*"])
+
+
+def test_guard_all_checks_every_test(pytester: pytest.Pytester) -> None:
+    """``pgharbor_leak_guard = all`` (what pgharbor's own suite uses) checks
+    every test; ``off`` none; an unknown value is a usage error."""
+    pytester.makeini(FOREIGN_INI + "pgharbor_leak_guard = all\n")
+    pytester.makepyfile(test_foreign=FOREIGN)
+    result = pytester.runpytest_subprocess("-v")
+    # Teardown errors count apart: 5 tests passed, 4 of them left a thread or a
+    # task (the socket is no leak the guard counts).
+    result.assert_outcomes(passed=5, errors=4)
+    result.stdout.fnmatch_lines(["*leak check: 1 asyncio task(s) still running: their-task*"])
+    pytester.makeini(FOREIGN_INI + "pgharbor_leak_guard = off\n")
+    pytester.runpytest_subprocess().assert_outcomes(passed=5)
+    pytester.makeini(FOREIGN_INI + "pgharbor_leak_guard = some\n")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pgharbor_leak_guard*fixtures, all or off*"])
+
+
+def test_own_suite_guards_every_test(pytestconfig: pytest.Config) -> None:
+    """pgharbor's own suite keeps the guard on every test."""
+    assert pytestconfig.getini("pgharbor_leak_guard") == "all"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -459,3 +460,100 @@ def test_pgbouncer_prepared_statements_is_an_explicit_opt_in() -> None:
         DatabaseSettings(
             url=url, pgbouncer=True, pgbouncer_prepared_statements=True, driver="psycopg2"
         )
+
+
+# -- an explicit file decides which databases exist (issue 11, item 9) -------------
+
+DIFF_TOML = """
+[databases.source]
+host = "127.0.0.1"
+dbname = "src"
+
+[databases.target]
+host = "127.0.0.1"
+dbname = "dst"
+"""
+
+# A docker-compose style .env, as found in many project directories.
+COMPOSE_ENV = """
+POSTGRES_USER=compose_user
+POSTGRES_PASSWORD=compose-Secret-Qx
+POSTGRES_DB=compose_db
+PGHARBOR_SOURCE__PASSWORD=source-Secret-Qx
+"""
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No PGHARBOR_*/POSTGRES_* variable of the machine running the tests."""
+    import os
+
+    for key in list(os.environ):
+        if key.upper().startswith(("PGHARBOR_", "POSTGRES_")):
+            monkeypatch.delenv(key)
+    return monkeypatch
+
+
+def test_env_and_dotenv_override_but_never_add_databases_to_a_file(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With an explicit file, a stray .env (POSTGRES_*) and environment variables
+    for other names add no database; they override the file's databases, and
+    the log says which sources contributed, by name, never by value."""
+    from pgharbor import DatabaseManager
+
+    (tmp_path / "diff.toml").write_text(DIFF_TOML)
+    (tmp_path / ".env").write_text(COMPOSE_ENV)
+    clean_env.chdir(tmp_path)
+    clean_env.setenv("PGHARBOR_TARGET__MAX_SIZE", "3")
+    clean_env.setenv("PGHARBOR_STRAY__HOST", "stray.example")
+    clean_env.setenv("POSTGRES_HOST", "compose.example")
+    caplog.set_level(logging.INFO, logger="pgharbor.config")
+    manager = DatabaseManager.from_config("diff.toml")
+    try:
+        assert sorted(manager) == ["source", "target"]
+    finally:
+        manager.close()
+    settings = load_settings("diff.toml")
+    assert sorted(settings.databases) == ["source", "target"]
+    source, target = settings.database("source"), settings.database("target")
+    assert source.password is not None
+    assert source.password.get_secret_value() == "source-Secret-Qx"
+    assert (source.host, target.max_size, target.dbname) == ("127.0.0.1", 3, "dst")
+    (record, *_) = [r for r in caplog.records if r.name == "pgharbor.config"]
+    assert record.levelno == logging.INFO
+    message = record.getMessage()
+    for name in ("diff.toml", ".env", "PGHARBOR_SOURCE__PASSWORD", "PGHARBOR_TARGET__MAX_SIZE"):
+        assert name in message, message
+    # The ignored variables are named as ignored, so a user can tell why.
+    ignored = message.split("ignored", 1)[1]
+    for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "POSTGRES_HOST"):
+        assert name in ignored, message
+    assert "PGHARBOR_STRAY__HOST" in ignored
+    for value in ("Secret-Qx", "compose_user", "compose_db", "stray.example", "3,"):
+        assert value not in message, message
+
+
+def test_without_a_file_the_environment_names_the_databases(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a file (from_env), .env and the environment still define
+    databases: POSTGRES_* makes 'default', as documented."""
+    (tmp_path / ".env").write_text(COMPOSE_ENV)
+    clean_env.chdir(tmp_path)
+    caplog.set_level(logging.INFO, logger="pgharbor.config")
+    settings = load_settings()
+    assert sorted(settings.databases) == ["default", "source"]
+    assert settings.database("default").dbname == "compose_db"
+    assert "POSTGRES_DB" in caplog.text and "compose_db" not in caplog.text
+
+
+def test_a_file_defining_default_takes_the_postgres_variables(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    """POSTGRES_* override the file's own database 'default' (any case)."""
+    (tmp_path / "app.toml").write_text('[databases.Default]\nhost = "127.0.0.1"\n')
+    clean_env.setenv("POSTGRES_DB", "app")
+    settings = load_settings(tmp_path / "app.toml", dotenv=None)
+    assert list(settings.databases) == ["Default"]
+    assert settings.database().dbname == "app"

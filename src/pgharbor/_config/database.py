@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic import model_validator as _model_validator
 
-from .._conninfo import parse_conninfo, redact, secrets_of
+from .._conninfo import mask_conninfo, parse_conninfo, validate_params
 from .._policy.backoff import Backoff
 from .._policy.breaker import BreakerOptions
 from .._policy.options import PoolOptions
@@ -37,7 +37,6 @@ from .values import (
     Seconds,
     Secret,
     Text,
-    check_endpoint,
     check_text,
     is_text,
     name_bytes,
@@ -171,12 +170,7 @@ def _masked_url(url: SecretStr | None) -> str | None:
     """The URL with its password shown as ``***``."""
     if url is None:
         return None
-    raw = url.get_secret_value()
-    try:
-        secrets = secrets_of(parse_conninfo(raw))
-    except ConfigError:
-        secrets = []
-    return redact(raw, secrets)
+    return mask_conninfo(url.get_secret_value())
 
 
 def _identity(params: Mapping[str, str]) -> tuple[str, str] | None:
@@ -271,14 +265,31 @@ class DatabaseSettings(_Strict):
     @classmethod
     def _parse_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None:
-            check_endpoint(parse_conninfo(value.get_secret_value(), str(info.field_name)))
+            validate_params(parse_conninfo(value.get_secret_value(), str(info.field_name)))
         return value
 
     @field_validator("replicas")
     @classmethod
     def _parse_replicas(cls, value: list[SecretStr]) -> list[SecretStr]:
         for index, url in enumerate(value):
-            check_endpoint(parse_conninfo(url.get_secret_value(), str(index)))
+            validate_params(parse_conninfo(url.get_secret_value(), str(index)))
+        return value
+
+    @field_validator("probe_interval", "probe_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        # The topology would refuse these only when the database is built.
+        if value <= 0:
+            raise ValueError(f"must be > 0, got {value}")
+        return value
+
+    @field_validator(
+        "max_replica_lag", "max_replica_lag_bytes", "ban_time", "read_your_writes", "slow_query"
+    )
+    @classmethod
+    def _not_negative(cls, value: float | None) -> float | None:
+        if value is not None and value < 0:
+            raise ValueError(f"must be >= 0, got {value}")
         return value
 
     @field_validator("port", mode="before")
@@ -339,7 +350,7 @@ class DatabaseSettings(_Strict):
     @_model_validator(mode="after")
     def _rules(self) -> DatabaseSettings:
         params = self.conninfo_params()
-        check_endpoint(params)
+        validate_params(params)
         self._check_tls(params)
         if self.ignore_libpq_env and not (params.get("host") or params.get("hostaddr")):
             raise ConfigError("host", "is required with ignore_libpq_env (libpq would read PGHOST)")
@@ -455,7 +466,9 @@ class DatabaseSettings(_Strict):
         if max_size is None:
             max_size = max(min_size if min_size is not None else 0, _DEFAULT_SIZE)
         if min_size is None:
-            min_size = min(_DEFAULT_SIZE, max_size)
+            # Clamped at 0: a bad max_size (-1) is reported as itself by
+            # PoolOptions, not as the min_size derived from it.
+            min_size = min(_DEFAULT_SIZE, max(max_size, 0))
         return PoolOptions(
             min_size=min_size,
             max_size=max_size,

@@ -1,7 +1,8 @@
 """`HarborSettings`: named databases, profiles, and the sources settings come from.
 
 Precedence, lowest first: defaults (then the profile's) < TOML file <
-``.env`` file < environment variables < keyword arguments.
+``.env`` file < environment variables < keyword arguments. With a TOML file,
+the file names the databases; variables only override their settings.
 """
 
 from __future__ import annotations
@@ -176,6 +177,19 @@ class EnvSource(PydanticBaseSettingsSource):
         elif overflow is not None:
             out["max_size"] = 5 + overflow
         return out
+
+
+def _owner(key: str) -> str | None:
+    """The database (lower case) variable ``key`` configures, ``""`` for
+    ``PGHARBOR_PROFILE``, None when it is no setting of ours."""
+    upper = key.upper()
+    if upper == _ENV_PREFIX + "PROFILE":
+        return ""
+    if upper.startswith(_ENV_PREFIX) and "__" in upper:
+        return upper[len(_ENV_PREFIX) :].split("__", 1)[0].lower()
+    if upper in _POSTGRES or upper in ("POSTGRES_POOL_SIZE", "POSTGRES_MAX_OVERFLOW"):
+        return "default"
+    return None
 
 
 def _whole(found: Mapping[str, str], var: str) -> int | None:
@@ -378,23 +392,49 @@ def load_settings(
     ``overrides`` (``profile=``, ``databases=``). Text from files and
     variables is parsed (``"5"`` is 5); overrides must be proper Python values.
 
+    With a file, the file names the databases: ``.env`` and environment
+    variables override settings of those databases and add none (a stray
+    docker-compose ``.env`` with ``POSTGRES_*`` does not create ``default``);
+    variables for other names are ignored. Without a file they define the
+    databases. Logs (INFO, ``pgharbor.config``) which sources contributed and
+    which variables were ignored — by name, never a value.
+
     Raises:
         ConfigError: a file is missing or malformed, or any value is invalid;
             the message lists every problem, one per line, without secrets.
     """
     merged: dict[str, Any] = {}
     origins: list[str] = []
+    ignored: list[str] = []
+    known: set[str] | None = None  # the file's databases, case-folded
     if path is not None:
-        merged = _merge(merged, _read_toml(path))
-        origins.append(str(path))
+        data = _read_toml(path)
+        merged = _merge(merged, data)
+        tables = data.get("databases")
+        known = {str(k).casefold() for k in tables} if isinstance(tables, Mapping) else set()
+        origins.append(f"{path} (databases: {', '.join(sorted(known)) or 'none'})")
+    layers: list[tuple[str, Mapping[str, str]]] = []
     if dotenv is not None:
-        merged = _merge(merged, EnvSource(HarborSettings, _read_dotenv(dotenv))())
-        origins.append(str(dotenv))
-    merged = _merge(merged, EnvSource(HarborSettings, os.environ if env is None else env)())
-    origins.append("environment")
+        layers.append((str(dotenv), _read_dotenv(dotenv)))
+    layers.append(("environment", os.environ if env is None else env))
+    for label, environ in layers:
+        ours = {k: v for k, v in environ.items() if _owner(k) is not None}
+        if known is not None:
+            # Only variables read before this check could fail to parse:
+            # an ignored POSTGRES_POOL_SIZE=abc is no error.
+            kept = {k: v for k, v in ours.items() if _owner(k) in known or _owner(k) == ""}
+            ignored += sorted(set(ours) - set(kept))
+            ours = kept
+        if ours:
+            merged = _merge(merged, EnvSource(HarborSettings, ours)())
+            origins.append(f"{label}: {', '.join(sorted(ours))}")
     if overrides:
         merged = _merge(merged, _plain(overrides))
         origins.append("arguments")
     settings = HarborSettings(**merged)
-    logger.debug("settings loaded from %s: %s", ", ".join(origins), json.dumps(settings.masked()))
+    summary = "; ".join(origins) or "no file, no variables"
+    if ignored:
+        summary += f"; ignored, as {path} defines no such database: {', '.join(ignored)}"
+    logger.info("settings from %s", summary)
+    logger.debug("settings loaded: %s", json.dumps(settings.masked()))
     return settings

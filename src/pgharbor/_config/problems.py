@@ -14,7 +14,7 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from .._conninfo import _raw_secrets, redact
+from .._conninfo import redact, secrets_in
 from ..errors import ConfigError
 
 __all__ = ["collect_secrets", "to_config_error"]
@@ -48,7 +48,7 @@ def collect_secrets(data: Any) -> list[str]:
         if key in _SECRET_KEYS or key.endswith("password"):
             found.add(value)
         else:
-            found.update(_raw_secrets(value))
+            found.update(secrets_in(value))
     return sorted(found, key=len, reverse=True)
 
 

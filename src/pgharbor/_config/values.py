@@ -14,10 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, SecretStr
 
-from ..errors import ConfigError
-
 __all__ = [
-    "CONNINFO_ENUMS",
     "GUC_NAME",
     "Count",
     "Duration",
@@ -28,7 +25,6 @@ __all__ = [
     "Secret",
     "Text",
     "TextValue",
-    "check_endpoint",
     "check_text",
     "is_text",
     "normalize_encoding",
@@ -47,25 +43,6 @@ MAX_NAME_BYTES = 63
 MAX_MS = 2**31 - 1
 
 GUC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-
-#: libpq parameters whose value is one of a fixed set (libpq only checks them
-#: at connect time; we check them at construction).
-CONNINFO_ENUMS: dict[str, tuple[str, ...]] = {
-    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
-    "target_session_attrs": (
-        "any",
-        "read-write",
-        "read-only",
-        "primary",
-        "standby",
-        "prefer-standby",
-    ),
-    "channel_binding": ("disable", "prefer", "require"),
-    "load_balance_hosts": ("disable", "random"),
-    "gssencmode": ("disable", "prefer", "require"),
-    "sslnegotiation": ("postgres", "direct"),
-    "sslcertmode": ("disable", "allow", "require"),
-}
 
 # PostgreSQL compares encoding names ignoring case and non-alphanumerics
 # (clean_encoding_name); these are the client encodings it knows, plus aliases.
@@ -282,30 +259,3 @@ def normalize_encoding(value: str) -> str:
     if key not in _ENCODINGS:
         raise ValueError("must be an encoding PostgreSQL supports, such as UTF8 or LATIN1")
     return value
-
-
-def _ports(port: str) -> list[str]:
-    # Port lists are comma-separated, one per host (or a single one for all).
-    ports = port.split(",")
-    for item in ports:
-        item = item.strip()
-        if item == "":
-            continue  # libpq: an empty entry means the default port
-        if not item.isdigit() or not 1 <= int(item) <= 65535:
-            raise ConfigError("port", f"must be an integer in 1..65535, got {item!r}")
-    return ports
-
-
-def check_endpoint(params: dict[str, str]) -> None:
-    """Checks libpq would only make at connect time: enums, ports, host counts."""
-    for key, allowed in CONNINFO_ENUMS.items():
-        if key in params and params[key] not in allowed:
-            choices = ", ".join(allowed)
-            raise ConfigError(key, f"must be one of {choices}; got {params[key]!r}")
-    if "port" in params:
-        ports = _ports(params["port"])
-        hosts = max(
-            len(params.get("host", "").split(",")), len(params.get("hostaddr", "").split(","))
-        )
-        if len(ports) > 1 and len(ports) != hosts:
-            raise ConfigError("port", f"could not match {len(ports)} port numbers to {hosts} hosts")

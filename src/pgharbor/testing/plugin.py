@@ -2,7 +2,15 @@
 
 Registered through the ``pytest11`` entry point, so it loads in every pytest
 run of an environment with pgharbor installed. Hence it imports nothing heavy
-at module level and starts no server until a fixture asks for one.
+at module level, starts no server until a fixture asks for one, and by default
+guards only the tests that use its fixtures: other projects' tests, which may
+leave threads and tasks behind on purpose, are not its business.
+
+The ``pgharbor_leak_guard`` ini option sets the scope: ``fixtures`` (default:
+tests that use ``pg_server``, ``pg_database``, ``pg_primary_replica``,
+``pgbouncer``, ``chaos_proxy`` or ``app_name``, directly or through another
+fixture), ``all`` (every test; pgharbor's own suite) or ``off``. The markers
+``pgharbor_leak_check`` and ``no_leak_check`` opt one test in or out.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ if TYPE_CHECKING:
     from pgharbor.testing.server import PostgresServer, TempDatabase
 
 __all__ = [
+    "FIXTURES",
     "app_name",
     "app_name_for",
     "chaos_proxy",
@@ -46,6 +55,12 @@ _CALL_FAILED_KEY = pytest.StashKey[bool]()
 _IGNORED_THREAD_PREFIXES = ("pgharbor-testing", "asyncio_")
 _GRACE = 1.0
 
+#: The fixtures whose users the leak guard checks by default.
+FIXTURES = frozenset(
+    {"pg_server", "pg_database", "pg_primary_replica", "pgbouncer", "chaos_proxy", "app_name"}
+)
+_SCOPES = ("fixtures", "all", "off")
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pgharbor")
@@ -56,14 +71,43 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="PostgreSQL major version for the pg_server fixtures "
         "(default: $PGHARBOR_TEST_PG_VERSION, else the first one found)",
     )
+    parser.addini(
+        "pgharbor_leak_guard",
+        "which tests pgharbor's leak guard checks: fixtures (those using pgharbor's "
+        "fixtures; default), all, or off",
+        default="fixtures",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    scope = config.getini("pgharbor_leak_guard")
+    if scope not in _SCOPES:
+        raise pytest.UsageError(
+            f"pgharbor_leak_guard = {scope!r}: must be one of {', '.join(_SCOPES[:-1])} or off"
+        )
     config.addinivalue_line(
         "markers",
         "no_leak_check: skip pgharbor's leak guard (server backends, threads, "
         "asyncio tasks) for this test",
     )
+    config.addinivalue_line(
+        "markers",
+        "pgharbor_leak_check: apply pgharbor's leak guard to this test although it "
+        "uses none of pgharbor's fixtures",
+    )
+
+
+def _guarded(item: pytest.Item) -> bool:
+    """Whether the leak guard checks ``item`` (see the module docstring)."""
+    if item.get_closest_marker("no_leak_check"):
+        return False
+    scope = item.config.getini("pgharbor_leak_guard")
+    if scope == "off":
+        return False
+    if scope == "all" or item.get_closest_marker("pgharbor_leak_check"):
+        return True
+    # The closure: a project fixture built on pg_server counts too.
+    return not FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
 
 
 def _pg_version(config: pytest.Config) -> int | None:
@@ -179,16 +223,15 @@ def pytest_runtest_makereport(
     return report
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _pgharbor_leak_guard(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test (at teardown) that leaves sessions or threads behind.
 
-    Runs after every other function-scoped fixture has been torn down, so a
-    pool fixture that closes its connections is not counted as a leak.
+    Placed first in a guarded test's fixtures (see
+    `pytest_collection_modifyitems`), so it runs after every other
+    function-scoped fixture has been torn down: a pool fixture that closes its
+    connections is not counted as a leak.
     """
-    if request.node.get_closest_marker("no_leak_check"):
-        yield
-        return
     threads_before = set(threading.enumerate())
     yield
     failed = request.node.stash.get(_CALL_FAILED_KEY, False)
@@ -243,18 +286,17 @@ def _settled_threads(before: set[threading.Thread]) -> list[threading.Thread]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Tasks are checked by an async fixture placed first in each coroutine
-    # test's fixtures: it is torn down after the test's own fixtures (a pool
-    # fixture closing its pool is no leak) and before the event loop closes
-    # (which would cancel leftover tasks and hide them).
-    if _task_guard is None:
-        return
+    # The guards are fixtures placed first in each guarded test's fixtures, so
+    # unguarded tests (other projects') do not even see them. Tasks are
+    # checked by an async fixture placed before the thread and session guard
+    # in coroutine tests: it is torn down after the test's own fixtures (a
+    # pool fixture closing its pool is no leak) and before the event loop
+    # closes (which would cancel leftover tasks and hide them).
     for item in items:
-        if (
-            isinstance(item, pytest.Function)
-            and inspect.iscoroutinefunction(item.obj)
-            and not item.get_closest_marker("no_leak_check")
-        ):
+        if not isinstance(item, pytest.Function) or not _guarded(item):
+            continue
+        item.fixturenames.insert(0, "_pgharbor_leak_guard")
+        if _task_guard is not None and inspect.iscoroutinefunction(item.obj):
             item.fixturenames.insert(0, "_pgharbor_task_guard")
 
 
