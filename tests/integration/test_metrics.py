@@ -102,8 +102,8 @@ def test_every_documented_series_is_exported(pg_server: PostgresServer, app_name
     with Database(pg_server.conninfo(), min_size=1, metrics=sink, application_name=app_name) as db:
         db.fetchval("SELECT 1")
         for pool in db.pools():
-            pool._set_role("primary")  # what the topology does for a node
-            pool._alert("raised", "no_idle")
+            pool.observation.set_role("primary")  # what the topology does for a node
+            pool.observation.alert("raised", "no_idle")
         db.drain()
         names = {n for n, _ in samples(registry)}
     documented = set(METRICS)

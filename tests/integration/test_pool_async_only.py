@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
-from pgharbor import AsyncPool
+from pgharbor import AsyncPool, PoolClosed
 from pgharbor.testing import PostgresServer
 
 
@@ -96,3 +100,69 @@ async def test_timeout_racing_a_handoff_keeps_the_connection(pool: AsyncPool) ->
             await pool.release(result)
     stats = pool.stats()
     assert stats["in_use"] == 0 and stats["idle"] == 2
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+def test_a_pool_used_from_another_event_loop_raises_clearly(
+    pg_server: PostgresServer, app_name: str, driver: str
+) -> None:
+    """Used from a second thread's event loop, or from a second asyncio.run()
+    after the first ended, a pool raises an error naming it (no crash); close()
+    from the new loop leaves no server session and no file descriptor."""
+    fds = _fds()
+    pool = AsyncPool(
+        pg_server.conninfo(application_name=app_name),
+        driver=driver,
+        min_size=2,
+        max_size=2,
+        name="looped",
+    )
+    asyncio.run(pool.open())
+    assert len(pg_server.backends(app_name)) == 2
+
+    errors: list[BaseException] = []
+
+    def other_thread() -> None:
+        async def use() -> None:
+            async with pool.connection() as conn:
+                await conn.execute("SELECT 1")
+
+        try:
+            asyncio.run(use())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(10)
+    assert errors and isinstance(errors[0], RuntimeError)
+    assert "'looped'" in str(errors[0]) and "event loop" in str(errors[0])
+
+    async def again() -> None:
+        with pytest.raises(RuntimeError, match=r"'looped'.*event loop"):
+            async with pool.connection():
+                pass
+        with pytest.raises(RuntimeError, match=r"'looped'.*event loop"):
+            await pool.acquire()
+        await pool.close()
+
+    asyncio.run(again())
+    deadline = time.monotonic() + 5
+    while pg_server.backends(app_name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pg_server.backends(app_name) == []
+    assert _fds() <= fds
+
+
+async def test_lifecycle_calls_on_a_closed_pool_raise(pool: AsyncPool) -> None:
+    """resize, check and drain on a closed pool raise PoolClosed (they used to
+    succeed silently)."""
+    await pool.close()
+    calls: list[Any] = [lambda: pool.resize(1, 2), pool.check, pool.drain]
+    for call in calls:
+        with pytest.raises(PoolClosed):
+            await call()

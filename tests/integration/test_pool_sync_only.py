@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pgharbor import Pool
+from pgharbor import ConfigError, Pool, PoolClosed
 from pgharbor.testing import PostgresServer
 
 
@@ -83,3 +83,31 @@ def test_child_process_never_touches_parent_connections(pool: Pool) -> None:
         with pool.connection() as conn:
             _select_one(conn)
     assert pool.stats()["connections_lost"] == 0
+
+
+@pytest.mark.parametrize("field", ["configure", "reset", "reconnect_failed"])
+def test_an_async_callback_is_refused_by_the_sync_pool(field: str) -> None:
+    """A coroutine function (or an object whose __call__ is one) cannot run
+    in a sync pool: refused at construction instead of never running."""
+
+    async def coroutine_function(conn: Any) -> None:
+        pass
+
+    class AsyncCallable:
+        async def __call__(self, conn: Any) -> None:
+            pass
+
+    callbacks: list[Any] = [coroutine_function, AsyncCallable()]
+    for callback in callbacks:
+        kwargs: dict[str, Any] = {field: callback}
+        with pytest.raises(ConfigError, match=f"^{field}: must be a plain function"):
+            Pool("host=127.0.0.1 port=1 dbname=x", **kwargs)
+
+
+def test_lifecycle_calls_on_a_closed_pool_raise(pool: Pool) -> None:
+    """resize, check and drain on a closed pool raise PoolClosed."""
+    pool.close()
+    calls: list[Any] = [lambda: pool.resize(1, 2), pool.check, pool.drain]
+    for call in calls:
+        with pytest.raises(PoolClosed):
+            call()

@@ -13,7 +13,14 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from typer.testing import CliRunner
 
-from pgharbor import AsyncDatabase, AuthenticationFailed, ConfigError, Database, PoolTimeout
+from pgharbor import (
+    AsyncDatabase,
+    AuthenticationFailed,
+    ConfigError,
+    Database,
+    PoolClosed,
+    PoolTimeout,
+)
 from pgharbor.cli import app
 from pgharbor.config import DatabaseSettings
 from pgharbor.metrics.prometheus import PrometheusSink
@@ -63,7 +70,8 @@ def test_wrong_and_right_password(
         with pytest.raises(AuthenticationFailed) as info:
             db.open(timeout=10)
         assert info.value.reason == "auth"
-        with pytest.raises((AuthenticationFailed, PoolTimeout)) as again:
+        # A database that failed to open is closed.
+        with pytest.raises((AuthenticationFailed, PoolTimeout, PoolClosed)) as again:
             db.fetchval("SELECT 1")
         leaked = texts_of(info.value) + texts_of(again.value) + repr(db) + str(db.stats())
     finally:

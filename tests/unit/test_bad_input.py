@@ -214,16 +214,23 @@ def test_b18_zero_means_off_where_documented() -> None:
 
 def test_b19_tiny_and_huge_timeouts() -> None:
     """B19: tiny pool timeouts are allowed, inf is rejected (None means no limit),
-    session durations below 1 ms or above int32 ms are rejected."""
-    assert DatabaseSettings(timeout=1e-9, max_idle=1e12).pool_options().timeout == 1e-9
+    and so are waits the runtime cannot make (OverflowError from every lock wait
+    past threading.TIMEOUT_MAX, every ping failing past poll()'s int32 ms) and
+    background periods short enough to spin; session durations below 1 ms or
+    above int32 ms are rejected."""
+    assert DatabaseSettings(timeout=1e-9, max_idle=1e7).pool_options().timeout == 1e-9
+    bad(r"^timeout: must be <= 1e\+06 seconds", timeout=9.3e9)
+    bad(r"^check_timeout: must be <= 1e\+06 seconds", check_timeout=1e10)
+    bad(r"^max_idle: must be <= 1e\+07 seconds", max_idle=1e12)
+    bad(r"^keepalive: must be >= 0.01 seconds", keepalive=1e-9)
     bad("^timeout: must be finite", timeout=math.inf)
     bad("^max_lifetime: must be finite", max_lifetime=math.inf)
     assert DatabaseSettings(max_lifetime=None).max_lifetime is None
     bad(r"^statement_timeout: must be 0 \(off\) or at least 1ms", statement_timeout=1e-6)
     bad("^statement_timeout: must be at most", statement_timeout="30d")
     bad("^statement_timeout: must be finite", statement_timeout=math.inf)
-    params = DatabaseSettings(connect_timeout=1e12).conninfo_params()
-    assert params["connect_timeout"] == str(2**31 - 1)
+    # Refused, never clamped silently (it used to become 2**31 - 1).
+    bad(r"^connect_timeout: must be <= 1e\+06 seconds", connect_timeout=1e12)
 
 
 @pytest.mark.parametrize(

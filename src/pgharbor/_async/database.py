@@ -134,7 +134,10 @@ class AsyncDatabase:
                 name=name or values.get("name") or "db",
                 probe=False,
             )
-        self.name = name or self.pool.name
+        # A database with replicas is named after its topology; a single
+        # endpoint after its pool.
+        first = self._topology.pools()[0]
+        self.name = name or (first.name if self._topology.single else self._topology.name)
         self.driver: str = values["driver"]
         self._q: AsyncQueries = get_async_queries(
             self.driver, prepared_statements=values.get("prepared_statements", True)

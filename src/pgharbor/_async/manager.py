@@ -46,6 +46,8 @@ class AsyncDatabaseManager:
             raise ConfigError("databases", "at least one database is required")
         seen: dict[str, str] = {}
         self._dbs: dict[str, AsyncDatabase] = {}
+        # Why a database failed to open (reported by `check` as the cause).
+        self._open_errors: dict[str, Exception] = {}
         for name, spec in databases.items():
             if not isinstance(name, str) or not _NAME.match(name):
                 raise ConfigError(f"databases.{name}", "names must match [A-Za-z_][A-Za-z0-9_-]*")
@@ -119,27 +121,31 @@ class AsyncDatabaseManager:
         """Open every database concurrently.
 
         With ``wait``, block until each has its minimum of connections or has
-        failed; the healthy ones are then usable whatever happened to the
-        others.
+        failed (a database that cannot open says why at once, and is closed:
+        see `AsyncPool.open`); the healthy ones are then usable whatever
+        happened to the others.
 
         Raises:
-            ExceptionGroup: one or more databases could not be opened (each
-                error carries its database name in a note).
+            ExceptionGroup: one or more databases could not be opened. Its
+                message names each of them with its cause; each error is
+                also in the group, with its database name in a note.
         """
-        for db in self._dbs.values():
-            await db.open(wait=False)
-        if not wait:
-            return
         names = list(self._dbs)
-        results = await arun_all(*(partial(self._dbs[n].pool.wait, timeout) for n in names))
+        results = await arun_all(
+            *(partial(self._dbs[n].open, wait=wait, timeout=timeout) for n in names)
+        )
         errors: list[Exception] = []
+        causes: list[str] = []
         for name, result in zip(names, results, strict=True):
             if isinstance(result, Exception):
+                self._open_errors[name] = result
                 result.add_note(f"database: {name}")
                 errors.append(result)
+                causes.append(f"{name}: {type(result).__name__}: {result}")
         if errors:
             raise ExceptionGroup(
-                f"{len(errors)} of {len(names)} database(s) failed to open", errors
+                f"{len(errors)} of {len(names)} database(s) failed to open: " + "; ".join(causes),
+                errors,
             )
 
     async def close(self, timeout: float = 5.0) -> None:
@@ -207,6 +213,11 @@ class AsyncDatabaseManager:
         check = DatabaseCheck(
             name=name, target=db.pool.target, pool_max_size=db.pool.options.max_size
         )
+        failed = self._open_errors.get(name)
+        if failed is not None:
+            # It could not open: the cause, not the closed pool it left.
+            check.error = f"{type(failed).__name__}: {failed}"
+            return check
         try:
             async with db.connection(timeout):
                 check.reachable = True

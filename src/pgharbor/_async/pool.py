@@ -64,7 +64,7 @@ from ..errors import (
     fresh_copy,
 )
 from ..metrics import Event as PoolEvent
-from .connector import AsyncConnector, is_fatal
+from .connector import AsyncConnector, is_async_callable, is_fatal
 from .housekeeping import AsyncHousekeeper
 
 if True:  # ASYNC
@@ -86,6 +86,7 @@ _pools: weakref.WeakSet[AsyncPool] = weakref.WeakSet()
 # starting up or full, a timeout, a failing configure callback) are waited
 # out until the open timeout.
 _GIVE_UP = frozenset({"network", "dns", "tls", "auth", "database-missing"})
+_ENDED_WHILE_IDLE = "the connection was closed by the server while it sat idle"
 
 
 class AsyncPool:
@@ -181,6 +182,12 @@ class AsyncPool:
         )
         if reconnect_failed is not None and not callable(reconnect_failed):
             raise ConfigError("reconnect_failed", "must be callable")
+        if True:  # ASYNC
+            pass
+        elif reconnect_failed is not None and is_async_callable(reconnect_failed):
+            raise ConfigError(
+                "reconnect_failed", "must be a plain function: a sync pool cannot await a coroutine"
+            )
         self._reconnect_failed = reconnect_failed
         if breaker is True:
             breaker = BreakerOptions()
@@ -268,7 +275,8 @@ class AsyncPool:
 
         A pool that cannot open (the first attempts fail — refused,
         unresolvable, wrong password, no such database — or ``timeout``
-        passes) is closed, leaving nothing behind, and the error says why.
+        passes) is closed by the call that opened it, leaving nothing
+        behind, and the error says why.
 
         Raises:
             ConnectionFailed: with ``wait``, the first connection attempts
@@ -283,7 +291,8 @@ class AsyncPool:
         timeout = timeout_arg(timeout)
         if self._state.closed:
             raise PoolClosed(f"pool {self.name!r} is closed")
-        if not self._opened:
+        opening = not self._opened
+        if opening:
             self._opened = True
             if True:  # ASYNC
                 self._loop = asyncio.get_running_loop()
@@ -296,7 +305,8 @@ class AsyncPool:
             try:
                 await self._wait(timeout, opening=True)
             except BaseException:
-                await self.close()
+                if opening:
+                    await self.close()
                 raise
 
     async def wait(self, timeout: float | None = None) -> None:
@@ -586,6 +596,9 @@ class AsyncPool:
         st = self._state
         if slot.verdict == OK or slot.verdict == CHECK:
             if slot.watch is not None and not slot.watch():
+                # Dead without a round trip (the server's FATAL, or EOF, is
+                # waiting on the socket): as a failed check, but nothing sent.
+                self.observation.checked(monotonic(), _ENDED_WHILE_IDLE)
                 with self._lock:
                     io = st.lost(slot, monotonic())
                 self._perform(io)
@@ -763,7 +776,13 @@ class AsyncPool:
             observation=self.observation,
             reconnect_failed=self._reconnect_failed,
             owner=weakref.ref(self),
+            on_stop=weakref.WeakMethod(self._housekeeping_stopped),
         )
+
+    def _housekeeping_stopped(self) -> None:
+        """The maintenance loop was stopped with the pool open: its event
+        loop ended. Every acquire now takes the slow path, which says so."""
+        self._slow = True
 
     def _timeout_error(self, message: str) -> PoolTimeout:
         st = self._state

@@ -138,10 +138,7 @@ def top(
         log.secrets = watched.secrets
         stack.callback(watched.close)
         # One worker per node, so a node that hangs never delays the others.
-        nodes = sum(
-            1 if db.topology is None else len(db.topology.pools())
-            for db in watched.databases.values()
-        )
+        nodes = sum(len(db.topology.pools()) for db in watched.databases.values())
         executor = ThreadPoolExecutor(max(1, min(16, nodes)), thread_name_prefix="pgharbor-top")
         # Registered after close(): runs first, so no sample outlives its pool.
         stack.callback(executor.shutdown, wait=True, cancel_futures=True)

@@ -175,7 +175,7 @@ def open_targets(
     for db in out.databases.values():
         # A node that is down is shown by the next snapshot, not raised here.
         with contextlib.suppress(Exception):
-            db.open(wait=wait_for_roles and db.topology is not None, timeout=connect_timeout)
+            db.open(wait=wait_for_roles and not db.topology.single, timeout=connect_timeout)
     return out
 
 
@@ -209,7 +209,7 @@ def _sample(pool: Pool, driver: str, timeout: float) -> _Sample:
 def _nodes(name: str, db: Database) -> Iterator[tuple[str, Pool, dict[str, Any] | None]]:
     """(node name, pool, topology info or None) for each node of ``db``."""
     topology = db.topology
-    if topology is None:
+    if topology.single:
         yield "-", db.pool, None
         return
     # nodes() and pools() both follow the order the nodes were listed in.

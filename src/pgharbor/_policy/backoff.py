@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from .validate import MIN_PERIOD, seconds
 
 __all__ = ["Backoff"]
 
@@ -34,14 +35,14 @@ class Backoff:
     jitter: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in ("initial", "multiplier", "max_delay", "jitter"):
+        seconds("backoff.initial", self.initial, positive=True, minimum=MIN_PERIOD)
+        seconds("backoff.max_delay", self.max_delay, positive=True)
+        for name in ("multiplier", "jitter"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"backoff.{name}", "must be a number", value)
             if not math.isfinite(value):
                 raise ConfigError(f"backoff.{name}", "must be finite", value)
-        if self.initial <= 0:
-            raise ConfigError("backoff.initial", "must be > 0", self.initial)
         if self.multiplier < 1:
             raise ConfigError("backoff.multiplier", "must be >= 1", self.multiplier)
         if self.max_delay < self.initial:

@@ -19,11 +19,10 @@ Here it is per endpoint, so separate databases and nodes never share one.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from ..errors import ConfigError
+from .validate import MIN_PERIOD, count, seconds
 
 __all__ = ["Breaker", "BreakerOptions"]
 
@@ -49,14 +48,8 @@ class BreakerOptions:
 
     def __post_init__(self) -> None:
         for name in ("failure_threshold", "half_open_max"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"breaker.{name}", f"must be an integer >= 1, got {value!r}")
-        timeout = self.reset_timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            raise ConfigError("breaker.reset_timeout", "must be a number of seconds")
-        if not math.isfinite(timeout) or timeout <= 0:
-            raise ConfigError("breaker.reset_timeout", f"must be finite and > 0, got {timeout}")
+            count(f"breaker.{name}", getattr(self, name), 1)
+        seconds("breaker.reset_timeout", self.reset_timeout, positive=True, minimum=MIN_PERIOD)
 
 
 class Breaker:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from ..errors import ConfigError
+from .validate import seconds as _valid_seconds
 
 __all__ = [
     "KINDS",
@@ -36,12 +37,7 @@ RECENT_ERRORS: Final = 10
 
 
 def _seconds(field_name: str, value: Any, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(field_name, f"must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(field_name, f"must be finite and > 0, got {value!r}")
+    _valid_seconds(field_name, value, optional=optional, positive=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
 from .backoff import Backoff
+from .validate import MAX_TIMEOUT, MIN_PERIOD, count, seconds
 
 __all__ = ["MAX_POOL_SIZE", "PoolOptions", "timeout_arg"]
 
@@ -16,42 +16,18 @@ __all__ = ["MAX_POOL_SIZE", "PoolOptions", "timeout_arg"]
 MAX_POOL_SIZE = 10_000
 
 
-def _count(name: str, value: Any, minimum: int) -> int:
-    # bool is an int subclass: ``max_size=True`` is a bug, not 1.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, f"must be an integer, got {type(value).__name__}", value)
-    if value < minimum:
-        raise ConfigError(name, f"must be >= {minimum}, got {value}", value)
-    return value
-
-
-def _seconds(name: str, value: Any, *, allow_none: bool, positive: bool) -> float | None:
-    if value is None:
-        if allow_none:
-            return None
-        raise ConfigError(name, "is required (seconds, a positive number)", value)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(name, f"must be a number of seconds, got {type(value).__name__}", value)
-    if math.isnan(value) or math.isinf(value):
-        hint = " (use None for no limit)" if allow_none else ""
-        raise ConfigError(name, f"must be finite{hint}, got {value}", value)
-    if value < 0 or (positive and value == 0):
-        rule = "> 0" if positive else ">= 0"
-        raise ConfigError(name, f"must be {rule}, got {value}", value)
-    return float(value)
-
-
 def timeout_arg(value: Any, name: str = "timeout") -> float | None:
     """A per-call timeout (``acquire(timeout=...)``, ``close(timeout=...)``):
-    None (the pool's default) or finite seconds >= 0 (0: do not wait).
+    None (the pool's default) or finite seconds in [0, `MAX_TIMEOUT`] (0: do
+    not wait).
 
     Raises:
         ConfigError: not a number, NaN, infinite or negative — a NaN deadline
             would never expire, and a string would fail only once queued.
     """
-    if value is None or (type(value) is float and 0.0 <= value < math.inf):
+    if value is None or (type(value) is float and 0.0 <= value <= MAX_TIMEOUT):
         return value  # the common cases, without the full check
-    return _seconds(name, value, allow_none=True, positive=False)
+    return seconds(name, value, optional=True, maximum=MAX_TIMEOUT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,34 +76,27 @@ class PoolOptions:
     backoff: Backoff = field(default_factory=Backoff)
 
     def __post_init__(self) -> None:
-        _count("min_size", self.min_size, 0)
-        _count("max_size", self.max_size, 1)
-        if self.max_size > MAX_POOL_SIZE:
-            raise ConfigError(
-                "max_size",
-                f"must be <= {MAX_POOL_SIZE}, got {self.max_size}",
-                self.max_size,
-            )
+        count("min_size", self.min_size, 0)
+        count("max_size", self.max_size, 1, MAX_POOL_SIZE)
         if self.min_size > self.max_size:
             raise ConfigError(
                 "min_size",
                 f"must be <= max_size ({self.max_size}), got {self.min_size}",
                 self.min_size,
             )
-        _count("max_waiting", self.max_waiting, 0)
+        count("max_waiting", self.max_waiting, 0)
         if self.max_uses is not None:
-            _count("max_uses", self.max_uses, 1)
-        _seconds("timeout", self.timeout, allow_none=False, positive=True)
-        _seconds("max_lifetime", self.max_lifetime, allow_none=True, positive=True)
-        _seconds("max_idle", self.max_idle, allow_none=True, positive=True)
-        _seconds("check_window", self.check_window, allow_none=False, positive=False)
-        _seconds("check_timeout", self.check_timeout, allow_none=False, positive=True)
-        _seconds("keepalive", self.keepalive, allow_none=True, positive=True)
-        _seconds("leak_threshold", self.leak_threshold, allow_none=True, positive=True)
-        _seconds("connect_timeout", self.connect_timeout, allow_none=False, positive=True)
-        _seconds("reconnect_timeout", self.reconnect_timeout, allow_none=False, positive=True)
-        jitter = _seconds("lifetime_jitter", self.lifetime_jitter, allow_none=False, positive=False)
-        if jitter is not None and jitter >= 1:
+            count("max_uses", self.max_uses, 1)
+        # Waits for an answer: bounded by what poll() and lock waits accept.
+        for name in ("timeout", "check_timeout", "connect_timeout"):
+            seconds(name, getattr(self, name), positive=True, maximum=MAX_TIMEOUT)
+        seconds("check_window", self.check_window)
+        # Periods the housekeeper sleeps on: shorter than MIN_PERIOD is a busy loop.
+        for name in ("max_lifetime", "max_idle", "keepalive", "leak_threshold"):
+            seconds(name, getattr(self, name), optional=True, positive=True, minimum=MIN_PERIOD)
+        seconds("reconnect_timeout", self.reconnect_timeout, positive=True, minimum=MIN_PERIOD)
+        jitter = self.lifetime_jitter
+        if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter < 1:
             raise ConfigError("lifetime_jitter", "must be in [0, 1)", self.lifetime_jitter)
         if not isinstance(self.backoff, Backoff):
             raise ConfigError("backoff", "must be a pgharbor.Backoff", self.backoff)

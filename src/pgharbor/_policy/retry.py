@@ -23,10 +23,9 @@ are retried by the pool itself, in the background.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from ..errors import CommitOutcomeUnknown, ConfigError
+from ..errors import CommitOutcomeUnknown
 from .backoff import Backoff
 from .sqlstate import (
     is_disconnect,
@@ -36,6 +35,7 @@ from .sqlstate import (
     sqlstate_of,
     statement_did_not_run,
 )
+from .validate import count, seconds
 
 __all__ = ["RetryPolicy"]
 
@@ -62,17 +62,8 @@ class RetryPolicy:
     max_elapsed: float | None = 30.0
 
     def __post_init__(self) -> None:
-        attempts = self.max_attempts
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-            raise ConfigError("retry.max_attempts", f"must be an integer >= 1, got {attempts!r}")
-        elapsed = self.max_elapsed
-        if elapsed is not None and (
-            isinstance(elapsed, bool)
-            or not isinstance(elapsed, int | float)
-            or not math.isfinite(elapsed)
-            or elapsed <= 0
-        ):
-            raise ConfigError("retry.max_elapsed", f"must be None or seconds > 0, got {elapsed!r}")
+        count("retry.max_attempts", self.max_attempts, 1)
+        seconds("retry.max_elapsed", self.max_elapsed, optional=True, positive=True)
 
     def statement(
         self, attempt: int, elapsed: float, error: BaseException, *, idempotent: bool, rand: float

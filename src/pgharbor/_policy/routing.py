@@ -44,6 +44,7 @@ from typing import Final, Literal, get_args
 
 from ..errors import ConfigError, NoAvailableServer
 from .sqlstate import is_disconnect, is_read_only
+from .validate import seconds
 
 __all__ = [
     "BALANCES",
@@ -424,9 +425,4 @@ def _clean_lag(value: float | None) -> float | None:
 
 
 def _check_seconds(field: str, value: float | None, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(field, "must be a number" + (" or None" if optional else ""), value)
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(field, "must be finite and >= 0", value)
+    seconds(field, value, optional=optional)

@@ -135,6 +135,7 @@ def is_refusal(message: str) -> bool:
     connection (so a server that starts accepting again is news)."""
     return bool(_REFUSAL.search(_QUOTED.sub("", message)))
 
+
 # libpq / psycopg / psycopg2 / SSL texts of a lost connection (after SQLAlchemy's
 # psycopg2 dialect). A match after a double quote may be quoted user data.
 _DISCONNECT_MESSAGE = re.compile(

@@ -31,6 +31,7 @@ every preset keeps them.
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import logging
 import socket
@@ -38,7 +39,14 @@ from collections.abc import Callable
 from typing import Any
 
 from .._acompat import StrFactory, ensure
-from .._conninfo import describe, parse_conninfo, redact, secrets_of, with_defaults
+from .._conninfo import (
+    describe,
+    parse_conninfo,
+    redact,
+    secrets_of,
+    validate_params,
+    with_defaults,
+)
 from .._policy.sqlstate import connect_failure_reason, sqlstate_of
 from ..drivers import get_driver
 from ..drivers.base import Driver, ConnStatus
@@ -54,7 +62,7 @@ from ..version import ServerVersion
 if False:  # ASYNC
     import asyncio
 
-__all__ = ["RESETS", "SESSION_RESET", "AsyncConnector", "is_fatal"]
+__all__ = ["RESETS", "SESSION_RESET", "AsyncConnector", "is_async_callable", "is_fatal"]
 
 logger = logging.getLogger("pgharbor.pool")
 
@@ -120,9 +128,10 @@ class AsyncConnector:
         if password is not None and not (isinstance(password, str) or callable(password)):
             raise ConfigError("password", "must be a string or a callable returning one")
         self._password = password
-        if kwargs is not None and not isinstance(kwargs, dict):
-            raise ConfigError("kwargs", f"must be a dict, got {type(kwargs).__name__}")
+        validate_params(kwargs or {}, "kwargs")
         self._kwargs = {k: str(v) for k, v in (kwargs or {}).items()}
+        # A bad sslmode, port or keyword fails here, not after a timeout.
+        validate_params({**(self._params or {}), **self._kwargs})
         self.secrets: list[str] = secrets_of({**(self._params or {}), **self._kwargs})
         if isinstance(password, str):
             self.secrets.append(password)
@@ -147,7 +156,7 @@ class AsyncConnector:
             if False:  # ASYNC
                 pass
             else:
-                if _is_async_callable(cb):
+                if is_async_callable(cb):
                     raise ConfigError(
                         field, "must be a plain function: a sync pool cannot a coroutine"
                     )
@@ -352,9 +361,8 @@ def is_fatal(error: BaseException | None) -> bool:
     return isinstance(error, ConnectionFailed) and error.reason in ("auth", "database-missing")
 
 
-def _is_async_callable(fn: Any) -> bool:
-    import inspect
-
+def is_async_callable(fn: Any) -> bool:
+    """Whether calling ``fn`` returns a coroutine (a sync pool cannot run it)."""
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 (an object with an async __call__)
     )

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import traceback
 import weakref
+from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
@@ -65,6 +66,9 @@ class AsyncHousekeeper:
         observation: the pool's observation (health, hooks, metrics).
         reconnect_failed: the user's callback, called with ``owner()``.
         owner: a weak reference to the pool, for that callback only.
+        on_stop: a weak method (called, it gives the function or None) to
+            call if the maintenance loop is stopped while the pool is open:
+            its event loop ended under it.
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class AsyncHousekeeper:
         observation: PoolObservation,
         reconnect_failed: Any = None,
         owner: weakref.ref[Any] | None = None,
+        on_stop: Callable[[], Callable[[], None] | None] | None = None,
     ) -> None:
         self.name = name
         self.state = state
@@ -85,6 +90,7 @@ class AsyncHousekeeper:
         self.observation = observation
         self._reconnect_failed = reconnect_failed
         self._owner = owner
+        self._on_stop = on_stop
         self.wakeup = Event()  # Maintain: there is work to plan
         self.progress = Event()  # an attempt finished (open(wait=True) listens)
         self.tasks: set[Any] = set()  # running background tasks (threads, in Pool)
@@ -126,6 +132,17 @@ class AsyncHousekeeper:
     def maintain(self) -> None:
         """Maintain: plan connects, retire, keep alive, report leaks; sleep
         until the core's next deadline or a wake-up."""
+        try:
+            self._maintain()
+        except BaseException:
+            # Cancelled with the pool still open: its event loop is ending
+            # (asyncio.run() cancels what is left). Tell the pool.
+            stop = self._on_stop() if self._on_stop is not None else None
+            if not self.state.closed and stop is not None:
+                stop()
+            raise
+
+    def _maintain(self) -> None:
         st, observation = self.state, self.observation
         while not st.closed:
             self.wakeup.clear()

@@ -66,7 +66,7 @@ from ..errors import (
     fresh_copy,
 )
 from ..metrics import Event as PoolEvent
-from .connector import AsyncConnector, is_fatal
+from .connector import AsyncConnector, is_async_callable, is_fatal
 from .housekeeping import AsyncHousekeeper
 
 if False:  # ASYNC
@@ -88,6 +88,7 @@ _pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 # starting up or full, a timeout, a failing configure callback) are waited
 # out until the open timeout.
 _GIVE_UP = frozenset({"network", "dns", "tls", "auth", "database-missing"})
+_ENDED_WHILE_IDLE = "the connection was closed by the server while it sat idle"
 
 
 class Pool:
@@ -183,6 +184,12 @@ class Pool:
         )
         if reconnect_failed is not None and not callable(reconnect_failed):
             raise ConfigError("reconnect_failed", "must be callable")
+        if False:  # ASYNC
+            pass
+        elif reconnect_failed is not None and is_async_callable(reconnect_failed):
+            raise ConfigError(
+                "reconnect_failed", "must be a plain function: a sync pool cannot a coroutine"
+            )
         self._reconnect_failed = reconnect_failed
         if breaker is True:
             breaker = BreakerOptions()
@@ -270,7 +277,8 @@ class Pool:
 
         A pool that cannot open (the first attempts fail — refused,
         unresolvable, wrong password, no such database — or ``timeout``
-        passes) is closed, leaving nothing behind, and the error says why.
+        passes) is closed by the call that opened it, leaving nothing
+        behind, and the error says why.
 
         Raises:
             ConnectionFailed: with ``wait``, the first connection attempts
@@ -285,7 +293,8 @@ class Pool:
         timeout = timeout_arg(timeout)
         if self._state.closed:
             raise PoolClosed(f"pool {self.name!r} is closed")
-        if not self._opened:
+        opening = not self._opened
+        if opening:
             self._opened = True
             if False:  # ASYNC
                 self._loop = asyncio.get_running_loop()
@@ -298,7 +307,8 @@ class Pool:
             try:
                 self._wait(timeout, opening=True)
             except BaseException:
-                self.close()
+                if opening:
+                    self.close()
                 raise
 
     def wait(self, timeout: float | None = None) -> None:
@@ -588,6 +598,9 @@ class Pool:
         st = self._state
         if slot.verdict == OK or slot.verdict == CHECK:
             if slot.watch is not None and not slot.watch():
+                # Dead without a round trip (the server's FATAL, or EOF, is
+                # waiting on the socket): as a failed check, but nothing sent.
+                self.observation.checked(monotonic(), _ENDED_WHILE_IDLE)
                 with self._lock:
                     io = st.lost(slot, monotonic())
                 self._perform(io)
@@ -765,7 +778,13 @@ class Pool:
             observation=self.observation,
             reconnect_failed=self._reconnect_failed,
             owner=weakref.ref(self),
+            on_stop=weakref.WeakMethod(self._housekeeping_stopped),
         )
+
+    def _housekeeping_stopped(self) -> None:
+        """The maintenance loop was stopped with the pool open: its event
+        loop ended. Every acquire now takes the slow path, which says so."""
+        self._slow = True
 
     def _timeout_error(self, message: str) -> PoolTimeout:
         st = self._state

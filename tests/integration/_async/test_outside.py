@@ -103,8 +103,8 @@ async def test_a_statement_killed_while_running_is_not_sent_again(
 ) -> None:
     """A running statement terminated by a DBA fails at once; it is not run a
     second time (its side effect happened once), unless marked idempotent."""
-    pg_database.execute("CREATE SEQUENCE s")
-    sql = "SELECT nextval('s') + 0 * pg_sleep(1.5)::text::int"
+    pg_server.execute("CREATE SEQUENCE s", dbname=pg_database.name)
+    sql = "SELECT nextval('s'), pg_sleep(1.5)"
     async with AsyncDatabase(
         pg_database.conninfo(), driver=driver, min_size=1, kwargs={"application_name": app_name}
     ) as db:
