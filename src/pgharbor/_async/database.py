@@ -37,6 +37,7 @@ from ..privileges import (
     require,
     schema_diff_requirements,
 )
+from ..schema import SchemaSnapshot, read_schema_async
 from ..version import ServerVersion
 from .pool import AsyncPool
 from .topology import AsyncTopology
@@ -592,6 +593,23 @@ class AsyncDatabase:
         report = await self.check_privileges(requirements, schemas=schemas)
         require(report)
         return report
+
+    async def schema(
+        self, schemas: Sequence[str] | None = None, *, route: Route = "primary"
+    ) -> SchemaSnapshot:
+        """A `pgharbor.schema.SchemaSnapshot` of ``schemas`` (default: every
+        schema but the system's), read from ``pg_catalog`` in one read-only
+        repeatable-read transaction: 12 round trips (see `pgharbor.schema`).
+
+        Raises:
+            InsufficientPrivileges: the role may not read the catalogue.
+        """
+        async with self.transaction("repeatable read", read_only=True, route=route) as tx:
+
+            async def rows(sql: str, params: tuple[Any, ...]) -> list[Row]:
+                return await tx.fetch(to_dollar(sql) if self.driver == "asyncpg" else sql, params)
+
+            return await read_schema_async(rows, schemas)
 
 
 class AsyncTransaction:
