@@ -170,7 +170,7 @@ def test_snapshot_reads_every_kind_of_object(
     assert (cache.persistence, cache.options) == ("unlogged", ("fillfactor=70",))
     (excl,) = snap.table("app", "events").constraints
     assert (excl.kind, excl.columns) == ("exclusion", ("during",))
-    assert "EXCLUDE USING gist (during WITH &&)" == excl.definition
+    assert excl.definition == "EXCLUDE USING gist (during WITH &&)"
 
     odd = snap.table("Mixed Case", "Order")
     assert [c.name for c in odd.columns] == ["user", "select", "café", "Ünï Code"]
