@@ -127,7 +127,7 @@ def pick_extension(server: PostgresServer) -> str:
 
 def _run(server: PostgresServer, dbname: str, text: str, **names: str) -> None:
     idents = {k: sql.Identifier(v) for k, v in names.items()}
-    server.execute(sql.SQL(text).format(**idents), dbname=dbname)  # type: ignore[arg-type]
+    server.execute(sql.SQL(text).format(**idents), dbname=dbname)
 
 
 def build(server: PostgresServer, dbname: str, reader: str, ext: str) -> None:

@@ -33,7 +33,8 @@ __all__ = [
     "snapshot_queries",
 ]
 
-#: Every relation the snapshot reads (all of ``pg_catalog``, all per database).
+#: Every relation the snapshot reads (all in ``pg_catalog``, all per database),
+#: directly or through the functions it calls.
 CATALOG_RELATIONS: tuple[str, ...] = tuple(
     f"pg_catalog.{name}"
     for name in (
@@ -53,6 +54,7 @@ CATALOG_RELATIONS: tuple[str, ...] = tuple(
         "pg_namespace",
         "pg_proc",
         "pg_range",
+        "pg_rewrite",  # pg_get_viewdef reads it (through SPI, as the caller)
         "pg_sequence",
         "pg_trigger",
         "pg_type",

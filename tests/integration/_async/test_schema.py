@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -11,8 +12,8 @@ import pytest
 from psycopg import sql
 
 from pgharbor._async.database import AsyncDatabase
-from pgharbor.errors import ConfigError
-from pgharbor.schema import SchemaSnapshot, diff
+from pgharbor.errors import ConfigError, InsufficientPrivileges
+from pgharbor.schema import CATALOG_RELATIONS, SchemaSnapshot, diff
 from pgharbor.testing import PgBouncer, PostgresServer, TempDatabase
 
 from .. import schema_sample as sample
@@ -241,7 +242,8 @@ async def test_snapshot_reads_every_kind_of_object(
     # The extension is listed; what it brought (types, functions) is not.
     (ext,) = snap.extensions
     assert ext.schema == "app"
-    assert ext.name not in {t.name for t in (*snap.enums, *snap.domains, *snap.ranges)}
+    type_names = {t.name for t in snap.enums} | {t.name for t in snap.domains}
+    assert ext.name not in type_names | {t.name for t in snap.ranges}
     assert all(f.name != ext.name for f in snap.functions)
 
 
@@ -335,3 +337,107 @@ async def test_snapshot_of_a_replica(
     finally:
         primary.drop_database(name)
         primary.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+# -- the schema-diff privilege preset agrees with what the snapshot sees ---------
+
+SCHEMAS = ["app", "Mixed Case"]
+
+
+def as_postgres(snap: SchemaSnapshot) -> SchemaSnapshot:
+    """The snapshot as if postgres had taken it (to compare what roles see)."""
+    return dataclasses.replace(snap, user="postgres")
+
+
+async def test_check_and_snapshot_agree_for_restricted_roles(
+    built: TempDatabase, pg_server: PostgresServer, make_db: DbFactory, reader: str
+) -> None:
+    """The owner, a SELECT-only role and a role without USAGE on the schemas
+    all pass the schema-diff check, and all see the owner's snapshot — where
+    information_schema hides the constraints from the SELECT-only role."""
+    select_only, no_usage = f"{reader}_sel", f"{reader}_none"
+    for role in (select_only, no_usage):
+        pg_server.create_role(role)
+    try:
+        pg_server.execute(
+            sql.SQL(
+                'GRANT USAGE ON SCHEMA app, "Mixed Case" TO {r};'
+                ' GRANT SELECT ON ALL TABLES IN SCHEMA app, "Mixed Case" TO {r}'
+            ).format(r=sql.Identifier(select_only)),
+            dbname=built.name,
+        )
+        async with make_db(built.conninfo()) as db:
+            owner_report = await db.check_privileges(schemas=SCHEMAS)
+            owner_view = await db.schema(SCHEMAS)
+        assert owner_report.sufficient
+        assert owner_view.counts()["constraints"] == 12
+        for role in (select_only, no_usage):
+            async with make_db(built.conninfo(user=role)) as db:
+                report = await db.check_privileges(schemas=SCHEMAS)
+                seen = await db.schema(SCHEMAS)
+                hidden = await db.fetchval(
+                    "SELECT count(*) FROM information_schema.table_constraints"
+                    " WHERE constraint_schema = 'app' AND constraint_type <> 'CHECK'"
+                )
+            assert report.sufficient, str(report)
+            assert seen.user == role
+            assert as_postgres(seen) == owner_view
+            assert hidden == 0  # what a reader of information_schema would miss
+    finally:
+        for role in (select_only, no_usage):
+            pg_server.execute(
+                sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)), dbname=built.name
+            )
+            pg_server.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+async def test_check_and_snapshot_agree_when_a_catalogue_is_revoked(
+    built: TempDatabase, pg_server: PostgresServer, make_db: DbFactory, reader: str
+) -> None:
+    """With a catalogue or a catalogue function revoked from PUBLIC, the check
+    names it and the snapshot refuses (InsufficientPrivileges), for the same
+    role; the superuser is unaffected on both counts."""
+    for revoke, missing in [
+        ("SELECT ON pg_catalog.pg_trigger", "SELECT on pg_catalog.pg_trigger"),
+        (
+            "EXECUTE ON FUNCTION pg_catalog.pg_get_viewdef(oid, boolean)",
+            "EXECUTE on pg_catalog.pg_get_viewdef(oid, boolean)",
+        ),
+    ]:
+        pg_server.execute(f"REVOKE {revoke} FROM PUBLIC", dbname=built.name)
+        async with make_db(built.conninfo(user=reader)) as db:
+            report = await db.check_privileges(schemas=SCHEMAS)
+            with pytest.raises(InsufficientPrivileges, match="permission denied") as info:
+                await db.schema(SCHEMAS)
+            assert info.value.__cause__ is not None
+            assert db.stats()["in_use"] == 0
+        assert not report.sufficient
+        assert [m.objects for m in report.missing] == [(missing,)]
+        async with make_db(built.conninfo()) as db:
+            assert (await db.check_privileges(schemas=SCHEMAS)).sufficient
+            assert (await db.schema(SCHEMAS)).counts()["triggers"] == 1
+        pg_server.execute(f"GRANT {revoke} TO PUBLIC", dbname=built.name)
+
+
+async def test_the_catalogues_checked_are_all_the_snapshot_reads(
+    built: TempDatabase, pg_server: PostgresServer, make_db: DbFactory, reader: str
+) -> None:
+    """With SELECT on every pg_catalog relation revoked from PUBLIC but those
+    CatalogRead checks, a plain role still passes and takes the full snapshot:
+    the list misses nothing the snapshot reads."""
+    async with make_db(built.conninfo()) as db:
+        full = await db.schema(SCHEMAS)
+    listed = sql.SQL(", ").join(
+        sql.SQL(".").join(map(sql.Identifier, name.split("."))) for name in CATALOG_RELATIONS
+    )
+    pg_server.execute(
+        sql.SQL(
+            "REVOKE SELECT ON ALL TABLES IN SCHEMA pg_catalog FROM PUBLIC;"
+            # pg_database: what the check's own CONNECT lookup reads.
+            " GRANT SELECT ON {}, pg_catalog.pg_database TO PUBLIC"
+        ).format(listed),
+        dbname=built.name,
+    )
+    async with make_db(built.conninfo(user=reader)) as db:
+        assert (await db.check_privileges(schemas=SCHEMAS)).sufficient
+        assert as_postgres(await db.schema(SCHEMAS)) == full
