@@ -1,4 +1,5 @@
-"""The ``pgharbor`` command: ``check`` databases and report.
+"""The ``pgharbor`` command: ``check`` databases and report (also ``top``,
+``bench``, ``schema`` and ``diff``, each in its own ``_cli`` module).
 
 ``pgharbor check [URL ...] [--config FILE] [--json]`` checks each target (URLs,
 else the config file's named databases, else those the environment names):
@@ -25,6 +26,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._cli import bench as _bench
+from ._cli import diff as _diff
+from ._cli import schema as _schema
 from ._cli import top as _top
 from ._cli.targets import resolve_targets
 from .checks import CheckReport, DatabaseCheck
@@ -34,7 +37,7 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="pgharbor",
-    help="PostgreSQL connection management: check databases, watch pools.",
+    help="PostgreSQL connection management: check databases, watch pools, compare schemas.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -144,6 +147,8 @@ def _check_all(named: dict[str, Any], timeout: float) -> CheckReport:
 
 app.command("top")(_top.top)
 app.command("bench")(_bench.bench)
+app.command("schema")(_schema.schema)
+app.command("diff")(_diff.diff_command)
 
 
 @app.callback()
