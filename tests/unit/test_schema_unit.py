@@ -14,6 +14,7 @@ from pgharbor.schema import (
     Constraint,
     DomainType,
     EnumType,
+    Extension,
     Function,
     Grant,
     Index,
@@ -321,6 +322,16 @@ def test_functions_are_matched_by_signature() -> None:
         "changed function app.f(integer)",
         "removed function app.f(text)",
     ]
+
+
+def test_extensions_are_matched_by_name() -> None:
+    """An extension moved to another schema or upgraded is changed, not
+    removed and added."""
+    a = snap(extensions=(Extension("citext", "1.5", "public"),))
+    b = snap(extensions=(Extension("citext", "1.6", "app"),))
+    (changed,) = diff(a, b)
+    assert (changed.kind, changed.name, changed.change) == ("extension", "citext", "changed")
+    assert [c.attribute for c in changed.changes] == ["version", "schema"]
 
 
 def test_a_type_of_another_kind_is_removed_and_added() -> None:

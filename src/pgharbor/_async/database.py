@@ -599,10 +599,12 @@ class AsyncDatabase:
     ) -> SchemaSnapshot:
         """A `pgharbor.schema.SchemaSnapshot` of ``schemas`` (default: every
         schema but the system's), read from ``pg_catalog`` in one read-only
-        repeatable-read transaction: 12 round trips (see `pgharbor.schema`).
+        repeatable-read transaction on the ``route`` node: 12 statements,
+        14 round trips with BEGIN and COMMIT (see `pgharbor.schema`).
 
         Raises:
-            InsufficientPrivileges: the role may not read the catalogue.
+            ConfigError: ``schemas`` is not a list of names.
+            InsufficientPrivileges: the role may not read a catalogue.
         """
         async with self.transaction("repeatable read", read_only=True, route=route) as tx:
 

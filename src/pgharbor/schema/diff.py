@@ -31,6 +31,7 @@ from typing import Any, Literal
 from .model import (
     Column,
     Constraint,
+    Extension,
     Function,
     Index,
     Schema,
@@ -208,13 +209,12 @@ def diff(
 
 
 def _key(obj: Any) -> tuple[str, ...]:
+    """What identifies a top-level object across databases."""
     if isinstance(obj, Function):
         return (obj.schema, obj.name, obj.identity_arguments)
-    if isinstance(obj, Schema):
+    if isinstance(obj, Schema | Extension):  # an extension: one per database
         return (obj.name,)
-    if hasattr(obj, "schema") and not hasattr(obj, "version"):
-        return (obj.schema, obj.name)
-    return (obj.name,)  # extensions: one per database
+    return (obj.schema, obj.name)
 
 
 def _display(obj: Any) -> tuple[str | None, str]:
@@ -223,17 +223,13 @@ def _display(obj: Any) -> tuple[str | None, str]:
         return obj.schema, obj.signature
     if isinstance(obj, Schema):
         return None, obj.qualified_name
-    if hasattr(obj, "version"):  # Extension
-        return obj.schema, quote_ident(obj.name)
     return obj.schema, obj.qualified_name
 
 
 def _detail(obj: Any) -> str | None:
     if isinstance(obj, Column):
         return obj.type
-    if isinstance(obj, Constraint | Trigger | View):
-        return obj.definition
-    if isinstance(obj, Index):
+    if isinstance(obj, Constraint | Index | Trigger | View):
         return obj.definition
     if isinstance(obj, Table):
         return obj.kind if obj.kind != "table" else None
@@ -258,7 +254,9 @@ def _compare(
     kind: str, a: Any, b: Any, table: Table | View | None, opts: _Options, *, renamed: bool = False
 ) -> list[Difference]:
     """A "changed" difference listing the attributes that differ, or none."""
-    skip = opts.skipped() | set(_IDENTITY) | set(_CHILDREN)
+    # An extension's schema is where it lives, not who it is.
+    identity = {"name"} if isinstance(a, Extension) else set(_IDENTITY)
+    skip = opts.skipped() | identity | set(_CHILDREN)
     if renamed:
         # Matched by definition: the name (and what repeats it) may differ.
         skip |= {"name", "constraint", "definition"} if isinstance(a, Index) else {"name"}

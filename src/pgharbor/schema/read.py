@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from collections.abc import Sequence as Seq
 from typing import Any
 
@@ -231,7 +231,9 @@ def _strings(values: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in values) if values else ()
 
 
-def _group(rows: Seq[Any], build: Any) -> dict[tuple[str, str], list[Any]]:
+def _group(
+    rows: Seq[Any], build: Callable[[Seq[Any], int], Any]
+) -> dict[tuple[str, str], list[Any]]:
     """Objects by the (schema, relation) of their first two columns, in row order."""
     out: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for row in rows:
