@@ -443,3 +443,33 @@ def test_the_catalogues_checked_are_all_the_snapshot_reads(
     with make_db(built.conninfo(user=reader)) as db:
         assert (db.check_privileges(schemas=SCHEMAS)).sufficient
         assert as_postgres(db.schema(SCHEMAS)) == full
+
+
+def test_what_newer_servers_add(pg_database: TempDatabase, make_db: DbFactory) -> None:
+    """SQL-standard function bodies (14+) come back as the server renders
+    them; on 18, virtual generated columns and NOT ENFORCED constraints are
+    read, and NOT NULL stays a column attribute, not a constraint."""
+    server = pg_database.server
+    server.execute(
+        "CREATE TABLE t (a int NOT NULL, b int);"
+        " CREATE FUNCTION twice(x int) RETURNS int LANGUAGE sql IMMUTABLE"
+        " BEGIN ATOMIC SELECT x * 2; END",
+        dbname=pg_database.name,
+    )
+    if server.version.major >= 18:
+        server.execute(
+            "ALTER TABLE t ADD COLUMN c int GENERATED ALWAYS AS (a + 1) VIRTUAL,"
+            " ADD CONSTRAINT b_positive CHECK (b > 0) NOT ENFORCED",
+            dbname=pg_database.name,
+        )
+    snap = snapshot(make_db, pg_database.conninfo())
+    (twice,) = snap.functions
+    assert twice.body == "BEGIN ATOMIC\n SELECT (x * 2);\nEND"
+    t = snap.table("public", "t")
+    assert t.column("a").not_null
+    if server.version.major >= 18:
+        assert (t.column("c").generated, t.column("c").expression) == ("virtual", "(a + 1)")
+        (check,) = t.constraints
+        assert (check.name, check.enforced) == ("b_positive", False)
+    else:
+        assert t.constraints == ()
