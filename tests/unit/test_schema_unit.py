@@ -401,3 +401,34 @@ def test_difference_to_dict() -> None:
         "changes": [{"attribute": "comment", "source": None, "target": "pk"}],
         "detail": None,
     }
+
+
+def test_report_groups_by_schema_and_table() -> None:
+    """The text report: a schema's own difference heads its group, parts sit
+    under their table (named once), lists show what was added and removed."""
+    from rich.console import Console
+
+    from pgharbor._cli.diff import render_differences
+
+    a = snap(tables=(table(grants=(Grant("bob", "SELECT"),)),))
+    b = snap(
+        schemas=(Schema("app", "alice"), Schema("New", "alice")),
+        tables=(
+            table(columns=(col("id", 1, not_null=True), col("x", 2)), grants=()),
+            Table("New", "t", owner="alice"),
+        ),
+    )
+    console = Console(record=True, width=200, color_system=None)
+    render_differences(diff(a, b), console)
+    assert console.export_text().splitlines() == [
+        '+ schema "New"',
+        '  + table "New".t',
+        "schema app",
+        "  ~ table app.t",
+        "      grants: -SELECT to bob",
+        "    + column x  integer",
+        "4 difference(s): 3 added, 1 changed",
+    ]
+    console = Console(record=True, width=200, color_system=None)
+    render_differences([], console)
+    assert console.export_text().strip() == "the schemas are the same"

@@ -195,15 +195,15 @@ def render_differences(differences: list[Difference], console: Console) -> None:
     if not differences:
         console.print("[green]the schemas are the same[/green]")
         return
-    schema: str | None = ""
+    group: str | None = None
     table: str | None = None
     for d in differences:
-        group = d.name if d.kind == "schema" else d.schema
-        if group != schema:
-            schema = group
-            table = None
+        # A schema's own difference heads its group; else a plain header.
+        label = d.name if d.kind == "schema" else quote_ident(d.schema or "")
+        if label != group:
+            group, table = label, None
             if d.kind != "schema":
-                console.print(f"[bold]schema {escape(quote_ident(d.schema or ''))}[/bold]")
+                console.print(f"[bold]schema {escape(label)}[/bold]")
         indent = "  "
         if d.table is not None:
             if d.table != table:
@@ -212,7 +212,7 @@ def render_differences(differences: list[Difference], console: Console) -> None:
             indent = "    "
         elif d.kind in ("table", "view"):
             table = d.name
-        _render_one(d, indent if d.kind != "schema" else "", console)
+        _render_one(d, "" if d.kind == "schema" else indent, console)
     counts = {
         c: sum(1 for d in differences if d.change == c) for c in ("added", "removed", "changed")
     }
