@@ -84,6 +84,7 @@ RULES: list[Rule] = [
     Rule("AsyncQueries", "Queries", optional=True),
     Rule("check_privileges_async", "check_privileges_sync", optional=True),
     Rule("read_facts_async", "read_facts_sync", optional=True),
+    Rule("read_schema_async", "read_schema_sync", optional=True),
     Rule("pgharbor._async", "pgharbor._sync", optional=True),
     Rule("_async", "_sync", optional=True),
     # Paired primitives of pgharbor/_acompat.py.

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         UnsupportedServerVersion,
     )
     from pgharbor.metrics import Event, MetricsSink
+    from pgharbor.schema import Difference, SchemaSnapshot, diff
     from pgharbor.version import ServerVersion
 
 __version__ = "0.1.0.dev0"
@@ -69,6 +70,7 @@ __all__ = [
     "DatabaseHealth",
     "DatabaseManager",
     "DatabaseSettings",
+    "Difference",
     "Event",
     "HarborError",
     "HarborSettings",
@@ -85,11 +87,13 @@ __all__ = [
     "PoolTimeout",
     "RetryPolicy",
     "Row",
+    "SchemaSnapshot",
     "ServerVersion",
     "TooManyRequests",
     "Transaction",
     "UnsupportedServerVersion",
     "__version__",
+    "diff",
     "load_settings",
 ]
 
@@ -111,6 +115,9 @@ _HOMES = {
     "DatabaseCheck": "pgharbor.checks",
     "DatabaseManager": "pgharbor._sync.manager",
     "DatabaseSettings": "pgharbor.config",
+    "Difference": "pgharbor.schema",
+    "SchemaSnapshot": "pgharbor.schema",
+    "diff": "pgharbor.schema",
     "HarborSettings": "pgharbor.config",
     "Isolation": "pgharbor.drivers.query",
     "Row": "pgharbor.drivers.query",

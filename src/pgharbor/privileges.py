@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from pgharbor.errors import InsufficientPrivileges
 from pgharbor.facts import AsyncFetch, Fetch, Query, to_dollar
+from pgharbor.schema.catalog import CATALOG_FUNCTIONS, CATALOG_RELATIONS
 
 __all__ = [
     "CatalogRead",
@@ -250,39 +251,45 @@ class SelectOnAllTables(Requirement):
         return f"SELECT on all {what} of schema {self.schema}"
 
 
-# Enough of the catalogs to describe a schema. All of these exist on every
-# supported server, so plain text names are safe here.
-_CATALOG_CHECKS = (
-    ("has_schema_privilege('pg_catalog', 'USAGE')", "USAGE on schema pg_catalog"),
-    ("has_schema_privilege('information_schema', 'USAGE')", "USAGE on schema information_schema"),
-    *(
-        (f"has_table_privilege('{name}', 'SELECT')", f"SELECT on {name}")
-        for name in (
-            "pg_catalog.pg_namespace",
-            "pg_catalog.pg_class",
-            "pg_catalog.pg_attribute",
-            "pg_catalog.pg_type",
-            "pg_catalog.pg_constraint",
-            "pg_catalog.pg_index",
-            "information_schema.tables",
-            "information_schema.columns",
-        )
-    ),
-)
-
-
 @dataclass(frozen=True)
 class CatalogRead(Requirement):
-    """Read access to ``pg_catalog`` and ``information_schema``.
+    """Read access to catalogues: USAGE on their schemas, SELECT on each of
+    *relations* and EXECUTE on each of *functions* (signatures such as
+    ``pg_catalog.pg_get_viewdef(oid, boolean)``).
 
-    Granted to PUBLIC by default; hardened servers sometimes revoke it.
+    The defaults are exactly what a schema snapshot (`Database.schema`,
+    `pgharbor.schema.CATALOG_RELATIONS` and ``CATALOG_FUNCTIONS``) reads
+    and calls. PUBLIC has all of it by default; hardened servers sometimes
+    revoke some. Names are ``schema.name``, passed as parameters; one that
+    does not exist counts as missing.
     """
 
+    relations: tuple[str, ...] = CATALOG_RELATIONS
+    functions: tuple[str, ...] = CATALOG_FUNCTIONS
+
     def expression(self) -> Query:
-        items = ", ".join(
-            f"CASE WHEN {check} THEN NULL ELSE '{label}' END" for check, label in _CATALOG_CHECKS
-        )
-        return Query(f"array_remove(ARRAY[{items}]::text[], NULL)")
+        items: list[str] = []
+        params: list[Any] = []
+        schemas = sorted({name.split(".", 1)[0] for name in (*self.relations, *self.functions)})
+        checks = [
+            *(
+                (s, "has_schema_privilege(to_regnamespace(%s), 'USAGE')", "USAGE on schema")
+                for s in schemas
+            ),
+            *(
+                (r, "has_table_privilege(to_regclass(%s), 'SELECT')", "SELECT on")
+                for r in self.relations
+            ),
+            *(
+                (f, "has_function_privilege(to_regprocedure(%s), 'EXECUTE')", "EXECUTE on")
+                for f in self.functions
+            ),
+        ]
+        for name, check, what in checks:
+            items.append(f"CASE WHEN coalesce({check}, false) THEN NULL ELSE %s END")
+            params += [name, f"{what} {name}"]
+        body = ", ".join(items) or "NULL"
+        return Query(f"array_remove(ARRAY[{body}]::text[], NULL)", tuple(params))
 
     def judge(self, value: Any) -> Missing | None:
         if not value:
@@ -290,7 +297,7 @@ class CatalogRead(Requirement):
         return Missing(self, "not granted", tuple(str(v) for v in value))
 
     def __str__(self) -> str:
-        return "read access to pg_catalog and information_schema"
+        return "read access to the catalogues a schema snapshot reads"
 
 
 @dataclass(frozen=True)
@@ -320,13 +327,20 @@ class CustomCheck(Requirement):
 
 
 def schema_diff_requirements(schemas: Iterable[str] = ("public",)) -> list[Requirement]:
-    """The preset "enough to diff a schema": CONNECT on the current database,
-    catalog read access, and USAGE plus SELECT on all tables and views of each
-    of *schemas*."""
-    reqs: list[Requirement] = [DatabaseConnect(), CatalogRead()]
+    """The preset "enough to diff a schema": what `Database.schema` needs to
+    see everything in *schemas* — CONNECT on the current database and
+    `CatalogRead` (the catalogues and functions it reads).
+
+    The snapshot reads ``pg_catalog``, which shows every object of every
+    schema to any role that may read it: neither USAGE on a schema nor
+    SELECT on its tables changes what it sees, so the preset is the same
+    for any *schemas* (kept so callers can say which they mean). The data
+    is another matter: `SchemaUsage` and `SelectOnAllTables` check that.
+    """
     for schema in schemas:
-        reqs += [SchemaUsage(schema), SelectOnAllTables(schema)]
-    return reqs
+        if not isinstance(schema, str):
+            raise TypeError(f"schema names are strings, got {schema!r}")
+    return [DatabaseConnect(), CatalogRead()]
 
 
 @dataclass(frozen=True)

@@ -75,17 +75,31 @@ def test_generated_sql_converts_cleanly() -> None:
 
 def test_one_query_carries_every_requirement() -> None:
     """N requirements make one SELECT with N + 2 columns and names as parameters."""
-    reqs = schema_diff_requirements(["public", "x'; DROP TABLE t; --"])
+    reqs = [*schema_diff_requirements(), SchemaUsage("x'; DROP TABLE t; --")]
     (query,) = PrivilegePlan(reqs).queries()
-    assert query.params == (
-        None,
-        "public",
-        "public",
-        "x'; DROP TABLE t; --",
-        "x'; DROP TABLE t; --",
-    )
+    assert query.params[0] is None  # DatabaseConnect(): the current database
+    assert query.params[-1] == "x'; DROP TABLE t; --"
     assert "DROP" not in query.sql
     assert query.sql.startswith("SELECT current_user::text, current_database()::text,")
+
+
+def test_schema_diff_preset_is_what_the_snapshot_reads() -> None:
+    """The preset is CONNECT plus read access to exactly the catalogues and
+    functions the snapshot uses, whatever the schemas (pg_catalog shows them
+    all); every name travels as a parameter."""
+    from pgharbor.schema import CATALOG_FUNCTIONS, CATALOG_RELATIONS
+
+    reqs = schema_diff_requirements(["public", "app"])
+    assert reqs == [DatabaseConnect(), CatalogRead()] == schema_diff_requirements()
+    read = CatalogRead()
+    assert (read.relations, read.functions) == (CATALOG_RELATIONS, CATALOG_FUNCTIONS)
+    query = read.expression()
+    names = query.params[::2]
+    assert names == ("pg_catalog", *CATALOG_RELATIONS, *CATALOG_FUNCTIONS)
+    assert query.sql.count("%s") == len(query.params)
+    assert "pg_get_viewdef" not in query.sql
+    with pytest.raises(TypeError, match="schema names are strings"):
+        schema_diff_requirements([1])  # type: ignore[list-item]
 
 
 def test_batches_and_empty_plans() -> None:
@@ -94,7 +108,7 @@ def test_batches_and_empty_plans() -> None:
     empty = PrivilegePlan([])
     assert empty.queries() == []
     assert empty.report([]) == PrivilegeReport(True, (), 0)
-    assert len(PrivilegePlan().requirements) == 4  # the schema-diff preset on public
+    assert len(PrivilegePlan().requirements) == 2  # the schema-diff preset
 
 
 def test_plan_refuses_non_requirements() -> None:

@@ -184,7 +184,7 @@ class AsyncDatabaseManager:
         timeout: float = 10.0,
     ) -> CheckReport:
         """Check every database: reachable, latency, TLS, version and
-        compatibility, privileges (default: enough to diff ``public``), pool
+        compatibility, privileges (default: enough to diff the schema), pool
         size against ``max_connections``; never raises for a failing one.
         ``timeout`` bounds the wait for a connection to each database."""
         names = list(self._dbs)

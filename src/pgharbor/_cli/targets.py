@@ -14,7 +14,14 @@ from typing import Any
 
 from rich.console import Console
 
-__all__ = ["embedded_targets", "env_configured", "named_targets", "resolve_targets"]
+__all__ = [
+    "embedded_targets",
+    "env_configured",
+    "named_or_url",
+    "named_targets",
+    "resolve_targets",
+    "small_async_database",
+]
 
 
 @contextlib.contextmanager
@@ -74,3 +81,34 @@ def resolve_targets(
     if not named:
         named = dict(stack.enter_context(embedded_targets(console)))
     return named
+
+
+def named_or_url(arg: str, config: str | None) -> Any:
+    """*arg* as a database: the one named so in the config file (or the
+    environment), else *arg* itself as a URL or keyword DSN."""
+    if config or env_configured():
+        from ..config import load_settings
+
+        databases = load_settings(config).databases
+        if arg in databases:
+            return databases[arg]
+    return arg
+
+
+def small_async_database(name: str, spec: Any, timeout: float, app: str) -> Any:
+    """An `AsyncDatabase` with a pool of one or two connections for a
+    one-off command, from settings or a URL."""
+    from .._async.database import AsyncDatabase
+    from ..config import DatabaseSettings
+
+    if isinstance(spec, DatabaseSettings):
+        small = spec.model_copy(update={"min_size": 1, "max_size": 2})
+        return AsyncDatabase.from_settings(small, name)
+    return AsyncDatabase(
+        spec,
+        name=name,
+        min_size=1,
+        max_size=2,
+        application_name=app,
+        connect_timeout=max(timeout, 2.0),
+    )
