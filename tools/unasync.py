@@ -75,6 +75,7 @@ RULES: list[Rule] = [
     Rule("AsyncDatabaseManager", "DatabaseManager", optional=True),
     Rule("AsyncTopology", "Topology", optional=True),
     Rule("AsyncDatabase", "Database", optional=True),
+    Rule("AsyncMigrations", "Migrations", optional=True),
     Rule("AsyncPool", "Pool", optional=True),
     Rule("AsyncTransaction", "Transaction", optional=True),
     Rule("AsyncDriver", "Driver", optional=True),

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pgharbor._async.database import AsyncDatabase, AsyncTransaction
     from pgharbor._async.manager import AsyncDatabaseManager
+    from pgharbor._async.migrations import AsyncMigrations
+    from pgharbor._migrate.plan import MigrationPlan, MigrationStatus, MigrationStep
     from pgharbor._async.pool import AsyncPool
     from pgharbor._policy.backoff import Backoff
     from pgharbor._policy.breaker import BreakerOptions
@@ -22,22 +24,31 @@ if TYPE_CHECKING:
     from pgharbor._policy.retry import RetryPolicy
     from pgharbor._sync.database import Database, Transaction
     from pgharbor._sync.manager import DatabaseManager
+    from pgharbor._sync.migrations import Migrations
     from pgharbor._sync.pool import Pool
     from pgharbor.checks import CheckReport, DatabaseCheck
     from pgharbor.config import DatabaseSettings, HarborSettings, load_settings
     from pgharbor.drivers.query import Isolation, Row
     from pgharbor.errors import (
         AuthenticationFailed,
+        BatchError,
         CircuitOpen,
         CommitOutcomeUnknown,
         ConfigError,
         ConnectionFailed,
         HarborError,
         InsufficientPrivileges,
+        MigrationDrift,
+        MigrationError,
+        MigrationFailed,
+        MigrationLockTimeout,
         NoAvailableServer,
         PoolClosed,
         PoolError,
         PoolTimeout,
+        SagaCompensationFailed,
+        SagaError,
+        SagaFailed,
         TooManyRequests,
         UnsupportedServerVersion,
     )
@@ -54,10 +65,12 @@ __all__ = [
     "Alerts",
     "AsyncDatabase",
     "AsyncDatabaseManager",
+    "AsyncMigrations",
     "AsyncPool",
     "AsyncTransaction",
     "AuthenticationFailed",
     "Backoff",
+    "BatchError",
     "BreakerOptions",
     "CheckReport",
     "CircuitOpen",
@@ -77,6 +90,14 @@ __all__ = [
     "InsufficientPrivileges",
     "Isolation",
     "MetricsSink",
+    "MigrationDrift",
+    "MigrationError",
+    "MigrationFailed",
+    "MigrationLockTimeout",
+    "MigrationPlan",
+    "MigrationStatus",
+    "MigrationStep",
+    "Migrations",
     "NoAvailableServer",
     "Pool",
     "PoolClosed",
@@ -85,6 +106,9 @@ __all__ = [
     "PoolTimeout",
     "RetryPolicy",
     "Row",
+    "SagaCompensationFailed",
+    "SagaError",
+    "SagaFailed",
     "ServerVersion",
     "TooManyRequests",
     "Transaction",
@@ -95,6 +119,7 @@ __all__ = [
 
 _ERRORS = "pgharbor.errors"
 _HEALTH = "pgharbor._policy.health"
+_MIGRATE = "pgharbor._migrate.plan"
 _HOMES = {
     "Alerts": _HEALTH,
     "DatabaseHealth": _HEALTH,
@@ -104,6 +129,19 @@ _HOMES = {
     "MetricsSink": "pgharbor.metrics",
     "AsyncDatabase": "pgharbor._async.database",
     "AsyncDatabaseManager": "pgharbor._async.manager",
+    "AsyncMigrations": "pgharbor._async.migrations",
+    "Migrations": "pgharbor._sync.migrations",
+    "MigrationPlan": _MIGRATE,
+    "MigrationStatus": _MIGRATE,
+    "MigrationStep": _MIGRATE,
+    "BatchError": _ERRORS,
+    "MigrationDrift": _ERRORS,
+    "MigrationError": _ERRORS,
+    "MigrationFailed": _ERRORS,
+    "MigrationLockTimeout": _ERRORS,
+    "SagaCompensationFailed": _ERRORS,
+    "SagaError": _ERRORS,
+    "SagaFailed": _ERRORS,
     "AsyncPool": "pgharbor._async.pool",
     "AsyncTransaction": "pgharbor._async.database",
     "CheckReport": "pgharbor.checks",
