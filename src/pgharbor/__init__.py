@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from pgharbor._async.database import AsyncDatabase, AsyncTransaction
     from pgharbor._async.manager import AsyncDatabaseManager
     from pgharbor._async.migrations import AsyncMigrations
-    from pgharbor._migrate.plan import MigrationPlan, MigrationStatus, MigrationStep
     from pgharbor._async.pool import AsyncPool
+    from pgharbor._migrate.plan import MigrationPlan, MigrationStatus, MigrationStep
     from pgharbor._policy.backoff import Backoff
     from pgharbor._policy.breaker import BreakerOptions
     from pgharbor._policy.health import Alerts, DatabaseHealth, HealthReport, HealthThresholds
