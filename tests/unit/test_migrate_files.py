@@ -250,7 +250,7 @@ def applied(m: Migration, **kw: Any) -> Applied:
     return Applied(**{**values, **kw})
 
 
-def test_plan_up(three: list[Migration]) -> None:  # type: ignore[type-arg]
+def test_plan_up(three: list[Migration]) -> None:
     """Pending migrations up to a version, oldest first."""
     assert [s.version for s in plan_up(three, []).steps] == [1, 2, 3]
     plan = plan_up(three, [applied(three[0])], to=2)
@@ -258,7 +258,7 @@ def test_plan_up(three: list[Migration]) -> None:  # type: ignore[type-arg]
     assert not plan_up(three, [applied(m) for m in three])
 
 
-def test_plan_up_refuses_drift_failed_and_out_of_order(three: list[Migration]) -> None:  # type: ignore[type-arg]
+def test_plan_up_refuses_drift_failed_and_out_of_order(three: list[Migration]) -> None:
     """Changed or missing files, out-of-order pending ones and failed runs
     stop the plan, each with its own way out."""
     changed = [applied(three[0], checksum="x")]
@@ -278,7 +278,7 @@ def test_plan_up_refuses_drift_failed_and_out_of_order(three: list[Migration]) -
     assert [s.state for s in status(three, failed)] == ["failed", "pending", "pending"]
 
 
-def test_plan_down(three: list[Migration]) -> None:  # type: ignore[type-arg]
+def test_plan_down(three: list[Migration]) -> None:
     """down: the newest one, n steps, or everything above a version; refused
     for a migration without a down part or a changed file."""
     everything = [applied(m) for m in three]
