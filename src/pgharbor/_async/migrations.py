@@ -84,11 +84,13 @@ class _Session:
     """One lent connection and the driver's query adapter, speaking ``%s``;
     knows whether it opened a transaction (``in_transaction``)."""
 
-    __slots__ = ("_dollar", "_q", "conn", "h", "in_transaction")
+    __slots__ = ("_dollar", "_q", "conn", "h", "in_transaction", "lock_pid")
 
     def __init__(self, conn: Any, q: AsyncQueries, dollar: bool, history: History) -> None:
         self.conn, self._q, self._dollar = conn, q, dollar
         self.in_transaction = False
+        #: The server process that took the session lock, if one was taken.
+        self.lock_pid: int | None = None
         #: The history table's statements, its name qualified for this run.
         self.h = history
 
@@ -457,9 +459,31 @@ class AsyncMigrations:
 
     async def _session_lock(self, s: _Session) -> None:
         async def attempt() -> bool:
-            return bool(await s.fetchval("SELECT pg_try_advisory_lock(%s)", (self.lock_key,)))
+            rows = await s.fetch(
+                "SELECT pg_try_advisory_lock(%s), pg_backend_pid()", (self.lock_key,)
+            )
+            got, pid = rows[0]
+            if got:
+                s.lock_pid = pid
+            return bool(got)
 
         await self._wait_lock(s, attempt)
+
+    def _same_session(self, s: _Session, pid: int, part: Part | None = None) -> None:
+        """Refuse to go on when the connection's statements reach another
+        server session than the one holding the session lock: a
+        transaction-mode pooler is in between, where that lock holds nothing."""
+        if s.lock_pid is None or pid == s.lock_pid:
+            return
+        where = f"{part.file}: " if part is not None else ""
+        raise MigrationError(
+            f"{where}this connection's statements reach different server sessions (pid "
+            f"{s.lock_pid}, then {pid}): a transaction-mode pooler (PgBouncer) is in "
+            "between, where a session lock holds nothing. Configure the database with "
+            "pgbouncer=True (migrations then take a lock in each transaction), or connect "
+            f"directly. The lock stays with server session {s.lock_pid} until it ends "
+            f"(SELECT pg_terminate_backend({s.lock_pid}) frees it at once)"
+        )
 
     async def _session_unlock(self, s: _Session) -> None:
         # Leave the connection as the pool lent it: no lock, and no setting a
@@ -467,16 +491,27 @@ class AsyncMigrations:
         # broken connection is discarded by the pool, which ends the lock.
         await s.abort()
         try:
-            await s.fetchval("SELECT pg_advisory_unlock(%s)", (self.lock_key,))
+            released = await s.fetchval("SELECT pg_advisory_unlock(%s)", (self.lock_key,))
             await s.execute("RESET ALL")
         except Exception as exc:
             logger.warning("database %r: releasing the migration lock: %s", self.db.name, exc)
+            return
+        if not released:
+            logger.error(
+                "database %r: the migration lock was not held by the session releasing it: "
+                "a transaction-mode pooler is in between? Server session %s keeps it until "
+                "it ends; configure pgbouncer=True",
+                self.db.name,
+                s.lock_pid,
+            )
 
     async def _check_session_lock(self, s: _Session, part: Part) -> None:
         """Make sure this session really holds the lock before statements no
         transaction protects: through a transaction-mode pooler the lock was
         taken by whichever server connection ran that statement."""
-        held = await s.fetchval(LockKey.HELD_HERE, self._lock.halves)
+        rows = await s.fetch(LockKey.HELD_HERE, self._lock.halves)
+        held, pid = rows[0]
+        self._same_session(s, pid, part)
         if not held:
             raise MigrationError(
                 f"{part.file}: runs outside a transaction, but this session does not hold "
@@ -490,7 +525,11 @@ class AsyncMigrations:
         no transaction, so no server connection through a pooler)."""
 
         async def attempt() -> bool:
-            got = await s.fetchval("SELECT pg_try_advisory_xact_lock(%s)", (self.lock_key,))
+            rows = await s.fetch(
+                "SELECT pg_try_advisory_xact_lock(%s), pg_backend_pid()", (self.lock_key,)
+            )
+            got, pid = rows[0]
+            self._same_session(s, pid)
             if not got:
                 await s.rollback()
                 await s.begin()
@@ -529,6 +568,10 @@ class AsyncMigrations:
             await self._xact_lock(s)
             # The plan was made before the lock: look again.
             done = await s.fetchval(s.h.success_of(), (m.version,))
+            if done is False:
+                raise MigrationError(
+                    f"{m.label}: another run stopped halfway through it; see status, then repair"
+                )
             if (done is not None) == up:
                 await s.rollback()
                 return False

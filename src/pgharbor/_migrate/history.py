@@ -58,9 +58,10 @@ class LockKey:
         " JOIN pg_stat_activity a ON a.pid = l.pid"
         f" WHERE {MATCH} AND l.granted LIMIT 1"
     )
-    #: Whether this session holds it.
+    #: Whether this session holds it, and this session's server pid.
     HELD_HERE = (
-        f"SELECT count(*) FROM pg_locks l WHERE {MATCH} AND l.granted AND l.pid = pg_backend_pid()"
+        "SELECT count(*) > 0, pg_backend_pid() FROM pg_locks l"
+        f" WHERE {MATCH} AND l.granted AND l.pid = pg_backend_pid()"
     )
 
 
