@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._cli import bench as _bench
+from ._cli import migrate as _migrate
 from ._cli import top as _top
 from ._cli.targets import resolve_targets
 from .checks import CheckReport, DatabaseCheck
@@ -34,7 +35,7 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="pgharbor",
-    help="PostgreSQL connection management: check databases, watch pools.",
+    help="PostgreSQL connection management: check databases, watch pools, migrate.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -144,6 +145,7 @@ def _check_all(named: dict[str, Any], timeout: float) -> CheckReport:
 
 app.command("top")(_top.top)
 app.command("bench")(_bench.bench)
+app.add_typer(_migrate.app, name="migrate")
 
 
 @app.callback()
