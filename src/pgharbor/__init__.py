@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from pgharbor._async.manager import AsyncDatabaseManager
     from pgharbor._async.migrations import AsyncMigrations
     from pgharbor._async.pool import AsyncPool
+    from pgharbor._batch import BatchProgress
     from pgharbor._migrate.plan import MigrationPlan, MigrationStatus, MigrationStep
     from pgharbor._policy.backoff import Backoff
     from pgharbor._policy.breaker import BreakerOptions
@@ -71,6 +72,7 @@ __all__ = [
     "AuthenticationFailed",
     "Backoff",
     "BatchError",
+    "BatchProgress",
     "BreakerOptions",
     "CheckReport",
     "CircuitOpen",
@@ -135,6 +137,7 @@ _HOMES = {
     "MigrationStatus": _MIGRATE,
     "MigrationStep": _MIGRATE,
     "BatchError": _ERRORS,
+    "BatchProgress": "pgharbor._batch",
     "MigrationDrift": _ERRORS,
     "MigrationError": _ERRORS,
     "MigrationFailed": _ERRORS,
