@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from pgharbor._async.manager import AsyncDatabaseManager
     from pgharbor._async.migrations import AsyncMigrations
     from pgharbor._async.pool import AsyncPool
+    from pgharbor._async.saga import AsyncSaga
     from pgharbor._batch import BatchProgress
     from pgharbor._migrate.plan import MigrationPlan, MigrationStatus, MigrationStep
     from pgharbor._policy.backoff import Backoff
@@ -23,10 +24,12 @@ if TYPE_CHECKING:
     from pgharbor._policy.health import Alerts, DatabaseHealth, HealthReport, HealthThresholds
     from pgharbor._policy.options import PoolOptions
     from pgharbor._policy.retry import RetryPolicy
+    from pgharbor._saga import SagaContext, SagaResult
     from pgharbor._sync.database import Database, Transaction
     from pgharbor._sync.manager import DatabaseManager
     from pgharbor._sync.migrations import Migrations
     from pgharbor._sync.pool import Pool
+    from pgharbor._sync.saga import Saga
     from pgharbor.checks import CheckReport, DatabaseCheck
     from pgharbor.config import DatabaseSettings, HarborSettings, load_settings
     from pgharbor.drivers.query import Isolation, Row
@@ -68,6 +71,7 @@ __all__ = [
     "AsyncDatabaseManager",
     "AsyncMigrations",
     "AsyncPool",
+    "AsyncSaga",
     "AsyncTransaction",
     "AuthenticationFailed",
     "Backoff",
@@ -108,9 +112,12 @@ __all__ = [
     "PoolTimeout",
     "RetryPolicy",
     "Row",
+    "Saga",
     "SagaCompensationFailed",
+    "SagaContext",
     "SagaError",
     "SagaFailed",
+    "SagaResult",
     "ServerVersion",
     "TooManyRequests",
     "Transaction",
@@ -138,6 +145,10 @@ _HOMES = {
     "MigrationStep": _MIGRATE,
     "BatchError": _ERRORS,
     "BatchProgress": "pgharbor._batch",
+    "AsyncSaga": "pgharbor._async.saga",
+    "Saga": "pgharbor._sync.saga",
+    "SagaContext": "pgharbor._saga",
+    "SagaResult": "pgharbor._saga",
     "MigrationDrift": _ERRORS,
     "MigrationError": _ERRORS,
     "MigrationFailed": _ERRORS,
