@@ -7,16 +7,13 @@ What it does on ``up`` (see docs/migrations.md for the whole story):
 
 1. Reads the files (`pgharbor._migrate.files`): versions, up and down parts
    split into statements by PostgreSQL's parser, checksums.
-2. Takes the migration lock. With ``lock="session"`` (direct connections, the
-   default) a session advisory lock held for the whole run, asked for with
-   ``pg_try_advisory_lock`` and a backoff, never a blocking
-   ``pg_advisory_lock``: a deployer blocked in that call holds a snapshot,
-   and the holder's ``CREATE INDEX CONCURRENTLY`` would wait for it while it
-   waits for the holder — the deadlock Flyway and others shipped. Through a
-   transaction-mode pooler (``pgbouncer=True``, or ``lock="transaction"``) a
-   session lock means nothing, so each migration's own transaction takes a
-   transaction-level lock instead, and a migration that cannot run in a
-   transaction is refused there.
+2. Takes the migration lock (`pgharbor._sync.migration_session`). With
+   ``lock="session"`` (direct connections, the default) a session advisory
+   lock held for the whole run. Through a transaction-mode pooler
+   (``pgbouncer=True``, or ``lock="transaction"``) a session lock means
+   nothing, so each migration's own transaction takes a transaction-level
+   lock instead, and a migration that cannot run in a transaction is
+   refused there.
 3. Reads the history table and plans (`pgharbor._migrate.plan`): refuses
    drift (an applied file edited or gone) and out-of-order pending files
    unless told otherwise.
@@ -36,13 +33,12 @@ statement.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from pathlib import Path
 from time import monotonic
 from typing import Any, Literal
 
-from .._acompat import ensure, sleep
+from .._acompat import ensure
 from .._migrate.files import Migration, Part, load_directory
 from .._migrate.history import History, LockKey, failure, quote_ident
 from .._migrate.plan import (
@@ -56,18 +52,16 @@ from .._migrate.plan import (
     status,
 )
 from .._pgparse import Statement
-from .._policy.backoff import Backoff
 from .._policy.sqlstate import is_disconnect, sqlstate_of
 from ..drivers import get_queries
-from ..drivers.query import Queries, Isolation, Row
+from ..drivers.query import Queries
 from ..errors import (
     ConfigError,
     MigrationError,
     MigrationFailed,
-    MigrationLockTimeout,
 )
-from ..facts import to_dollar
 from .database import Database
+from .migration_session import MigrationSession
 
 __all__ = ["Migrations"]
 
@@ -76,64 +70,6 @@ logger = logging.getLogger("pgharbor.migrate")
 LockMode = Literal["auto", "session", "transaction"]
 #: Called with a step when it starts (seconds None) and when it is done.
 StepCallback = Callable[[MigrationStep, float | None], Any]
-
-# Polling for the lock: a first retry soon (the holder may be finishing),
-# then about a second apart; each try is one short statement.
-_LOCK_BACKOFF = Backoff(initial=0.05, multiplier=2.0, max_delay=1.0, jitter=0.2)
-
-
-class _Session:
-    """One lent connection and the driver's query adapter, speaking ``%s``;
-    knows whether it opened a transaction (``in_transaction``)."""
-
-    __slots__ = ("_dollar", "_q", "conn", "h", "in_transaction", "lock_pid")
-
-    def __init__(self, conn: Any, q: Queries, dollar: bool, history: History) -> None:
-        self.conn, self._q, self._dollar = conn, q, dollar
-        self.in_transaction = False
-        #: The server process that took the session lock, if one was taken.
-        self.lock_pid: int | None = None
-        #: The history table's statements, its name qualified for this run.
-        self.h = history
-
-    def _sql(self, sql: str) -> str:
-        return to_dollar(sql) if self._dollar else sql
-
-    def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
-        return self._q.fetch(self.conn, self._sql(sql), params, None)
-
-    def fetchval(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        return self._q.fetchval(self.conn, self._sql(sql), params, None)
-
-    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> int:
-        return self._q.execute(self.conn, self._sql(sql), params, None)
-
-    def run(self, sql: str) -> None:
-        """A statement from a migration file, sent as written (no parameters)."""
-        self._q.execute(self.conn, sql, None, None)
-
-    def begin(self) -> None:
-        # Read committed, whatever the session's default: after waiting for
-        # the lock, the next statement must see what the holder committed.
-        self._q.begin(self.conn, Isolation.READ_COMMITTED, False, False)
-        self.in_transaction = True
-
-    def commit(self) -> None:
-        self.in_transaction = False
-        self._q.commit(self.conn)
-
-    def rollback(self) -> None:
-        self.in_transaction = False
-        self._q.rollback(self.conn)
-
-    def abort(self) -> None:
-        """Roll back if a transaction is open; never raises (the pool's
-        return path cleans or discards the connection anyway)."""
-        if self.in_transaction:
-            try:
-                self.rollback()
-            except Exception as exc:
-                logger.debug("rollback after a failed migration failed: %s", exc)
 
 
 class Migrations:
@@ -213,7 +149,7 @@ class Migrations:
 
     # -- reading ----------------------------------------------------------------
 
-    def _session(self, conn: Any) -> _Session:
+    def _session(self, conn: Any) -> MigrationSession:
         """A session on ``conn``, the history table's name qualified once and
         for all: a migration that changes the ``search_path`` must not move
         the history table under the run's feet."""
@@ -226,14 +162,22 @@ class Migrations:
                     "the history table: give schema="
                 )
         table = f"{quote_ident(schema)}.{quote_ident(self._table)}"
-        return _Session(conn, self._q, self._dollar, History(table))
+        return MigrationSession(
+            conn,
+            self._q,
+            dollar=self._dollar,
+            history=History(table),
+            lock=self._lock,
+            lock_timeout=self.lock_timeout,
+            db_name=self.db.name,
+        )
 
     def history(self) -> list[Applied]:
         """The rows of the history table ([] before the first ``up``)."""
         with self.db.connection(route="primary") as conn:
             return self._history(self._session(conn))
 
-    def _history(self, s: _Session) -> list[Applied]:
+    def _history(self, s: MigrationSession) -> list[Applied]:
         if s.fetchval("SELECT to_regclass(%s) IS NOT NULL", (s.h.table,)) is not True:
             return []
         return [Applied(*row) for row in s.fetch(s.h.select())]
@@ -339,7 +283,7 @@ class Migrations:
             s = self._session(conn)
             s.begin()
             try:
-                self._xact_lock(s)
+                s.xact_lock()
                 for a in self._history(s):
                     m = migrations.get(a.version)
                     label = f"{a.version:04d}_{a.name}"
@@ -392,7 +336,7 @@ class Migrations:
                 return make(self._history(s))
             session = self.mode == "session"
             if session:
-                self._session_lock(s)
+                s.session_lock()
             try:
                 self._ensure_table(s)
                 plan = make(self._history(s))
@@ -419,130 +363,18 @@ class Migrations:
                 return MigrationPlan(plan.direction, plan.current, version, tuple(ran))
             finally:
                 if session:
-                    self._session_unlock(s)
+                    s.session_unlock()
 
-    def _version(self, s: _Session) -> int | None:
+    def _version(self, s: MigrationSession) -> int | None:
         value = s.fetchval(s.h.newest())
         return None if value is None else int(value)
 
     # -- locks -------------------------------------------------------------------
 
-    def _holder(self, s: _Session) -> str:
-        """Who holds the lock, as the server sees it (for messages)."""
-        try:
-            row = s.fetch(LockKey.HOLDER, self._lock.halves)
-        except Exception:  # only for the message
-            return "another session"
-        if not row:
-            return "another session"
-        pid, app, addr = row[0]
-        return f"pid {pid} (application_name {app!r}, client {addr or 'local'})"
-
-    def _wait_lock(self, s: _Session, attempt_lock: Callable[[], Any]) -> None:
-        """Call ``attempt_lock`` until it returns True, with a backoff, up to
-        ``lock_timeout``; log once who holds the lock."""
-        deadline = None if self.lock_timeout is None else monotonic() + self.lock_timeout
-        attempt = 0
-        while not attempt_lock():
-            if attempt == 0:
-                logger.info(
-                    "database %r: waiting for the migration lock, held by %s",
-                    self.db.name,
-                    self._holder(s),
-                )
-            delay = _LOCK_BACKOFF.delay(attempt, random.random())
-            if deadline is not None and monotonic() + delay > deadline:
-                raise MigrationLockTimeout(
-                    f"database {self.db.name!r}: the migration lock ({s.h.table}) stayed "
-                    f"held by {self._holder(s)} for more than {self.lock_timeout} s"
-                )
-            sleep(delay)
-            attempt += 1
-
-    def _session_lock(self, s: _Session) -> None:
-        def attempt() -> bool:
-            rows = s.fetch(
-                "SELECT pg_try_advisory_lock(%s), pg_backend_pid()", (self.lock_key,)
-            )
-            got, pid = rows[0]
-            if got:
-                s.lock_pid = pid
-            return bool(got)
-
-        self._wait_lock(s, attempt)
-
-    def _same_session(self, s: _Session, pid: int, part: Part | None = None) -> None:
-        """Refuse to go on when the connection's statements reach another
-        server session than the one holding the session lock: a
-        transaction-mode pooler is in between, where that lock holds nothing."""
-        if s.lock_pid is None or pid == s.lock_pid:
-            return
-        where = f"{part.file}: " if part is not None else ""
-        raise MigrationError(
-            f"{where}this connection's statements reach different server sessions (pid "
-            f"{s.lock_pid}, then {pid}): a transaction-mode pooler (PgBouncer) is in "
-            "between, where a session lock holds nothing. Configure the database with "
-            "pgbouncer=True (migrations then take a lock in each transaction), or connect "
-            f"directly. The lock stays with server session {s.lock_pid} until it ends "
-            f"(SELECT pg_terminate_backend({s.lock_pid}) frees it at once)"
-        )
-
-    def _session_unlock(self, s: _Session) -> None:
-        # Leave the connection as the pool lent it: no lock, and no setting a
-        # migration changed with SET (it lasts for the session otherwise). A
-        # broken connection is discarded by the pool, which ends the lock.
-        s.abort()
-        try:
-            released = s.fetchval("SELECT pg_advisory_unlock(%s)", (self.lock_key,))
-            s.execute("RESET ALL")
-        except Exception as exc:
-            logger.warning("database %r: releasing the migration lock: %s", self.db.name, exc)
-            return
-        if not released:
-            logger.error(
-                "database %r: the migration lock was not held by the session releasing it: "
-                "a transaction-mode pooler is in between? Server session %s keeps it until "
-                "it ends; configure pgbouncer=True",
-                self.db.name,
-                s.lock_pid,
-            )
-
-    def _check_session_lock(self, s: _Session, part: Part) -> None:
-        """Make sure this session really holds the lock before statements no
-        transaction protects: through a transaction-mode pooler the lock was
-        taken by whichever server connection ran that statement."""
-        rows = s.fetch(LockKey.HELD_HERE, self._lock.halves)
-        held, pid = rows[0]
-        self._same_session(s, pid, part)
-        if not held:
-            raise MigrationError(
-                f"{part.file}: runs outside a transaction, but this session does not hold "
-                "the migration lock it took: is a transaction-mode pooler (PgBouncer) in "
-                "between? Say so (pgbouncer=True) and apply this one over a direct connection"
-            )
-
-    def _xact_lock(self, s: _Session) -> None:
-        """Inside an open transaction: take the transaction lock, rolling
-        back and beginning again while someone else holds it (waiting holds
-        no transaction, so no server connection through a pooler)."""
-
-        def attempt() -> bool:
-            rows = s.fetch(
-                "SELECT pg_try_advisory_xact_lock(%s), pg_backend_pid()", (self.lock_key,)
-            )
-            got, pid = rows[0]
-            self._same_session(s, pid)
-            if not got:
-                s.rollback()
-                s.begin()
-            return bool(got)
-
-        self._wait_lock(s, attempt)
-
-    def _ensure_table(self, s: _Session) -> None:
+    def _ensure_table(self, s: MigrationSession) -> None:
         s.begin()
         try:
-            self._xact_lock(s)  # concurrent CREATE TABLE IF NOT EXISTS can fail
+            s.xact_lock()  # concurrent CREATE TABLE IF NOT EXISTS can fail
             s.execute(s.h.create())
             s.commit()
         except BaseException:
@@ -552,7 +384,7 @@ class Migrations:
     # -- one migration -----------------------------------------------------------
 
     def _apply(
-        self, s: _Session, m: Migration, step: MigrationStep, version: int | None
+        self, s: MigrationSession, m: Migration, step: MigrationStep, version: int | None
     ) -> bool:
         """Run one step; False if another deployer got there first."""
         part = self._part(m, step.direction)
@@ -561,13 +393,18 @@ class Migrations:
         return self._apply_statement_by_statement(s, m, part, step, version)
 
     def _apply_in_transaction(
-        self, s: _Session, m: Migration, part: Part, step: MigrationStep, version: int | None
+        self,
+        s: MigrationSession,
+        m: Migration,
+        part: Part,
+        step: MigrationStep,
+        version: int | None,
     ) -> bool:
         up = step.direction == "up"
         started = monotonic()
         s.begin()
         try:
-            self._xact_lock(s)
+            s.xact_lock()
             # The plan was made before the lock: look again.
             done = s.fetchval(s.h.success_of(), (m.version,))
             if done is False:
@@ -603,10 +440,15 @@ class Migrations:
         return True
 
     def _apply_statement_by_statement(
-        self, s: _Session, m: Migration, part: Part, step: MigrationStep, version: int | None
+        self,
+        s: MigrationSession,
+        m: Migration,
+        part: Part,
+        step: MigrationStep,
+        version: int | None,
     ) -> bool:
         # Only with the session lock (see _check_mode): nobody else may run.
-        self._check_session_lock(s, part)
+        s.check_session_lock(part)
         up = step.direction == "up"
         started = monotonic()
         if up:
@@ -626,7 +468,9 @@ class Migrations:
             s.execute(s.h.delete(), (m.version,))
         return True
 
-    def _note_failure(self, s: _Session, m: Migration, done: int, message: str) -> None:
+    def _note_failure(
+        self, s: MigrationSession, m: Migration, done: int, message: str
+    ) -> None:
         try:
             s.execute(s.h.failed(), (message[:2000], done, m.version))
         except Exception as exc:  # the connection may be gone; the row says failed anyway
@@ -634,7 +478,7 @@ class Migrations:
 
     def _statement(
         self,
-        s: _Session,
+        s: MigrationSession,
         m: Migration,
         part: Part,
         st: Statement,
