@@ -108,10 +108,14 @@ def _in_chunks(
     total = size_of(items)
     started = monotonic()
     done = committed = n = 0
+    reporting = False  # the exception came from the callback, not the server
 
     def report() -> None:
+        nonlocal reporting
         if progress is not None:
+            reporting = True
             ensure(progress, BatchProgress(done, total, committed, n, monotonic() - started))
+            reporting = False
 
     try:
         if atomic:
@@ -129,10 +133,15 @@ def _in_chunks(
                 committed = done
                 report()
     except Exception as exc:
-        kept = "all rolled back" if atomic else f"{committed} item(s) committed before it"
+        kept = "all rolled back" if atomic else f"{committed} item(s) committed"
         cause = str(exc).strip().split("\n", 1)[0] or type(exc).__name__
+        where = (
+            f"the progress callback failed after chunk {n}"
+            if reporting
+            else (f"{what} failed in chunk {n + 1}")
+        )
         raise BatchError(
-            f"database {db.name!r}: {what} failed in chunk {n + 1}: {cause}; {kept}",
+            f"database {db.name!r}: {where}: {cause}; {kept}",
             committed=committed if not atomic else 0,
             done=done,
         ) from exc

@@ -100,6 +100,19 @@ async def test_executemany_per_chunk_commits_what_it_can(make_db: DbFactory, dri
         assert (info.value.committed, info.value.done) == (0, 200)
         assert await db.fetchval("SELECT count(*) FROM items") == 0
 
+        async def stop(p: BatchProgress) -> None:  # a callback may stop the batch
+            if p.chunks == 2:
+                raise KeyboardInterruptLike("stop")
+
+        with pytest.raises(BatchError, match="progress callback failed after chunk 2") as info:
+            await db.executemany(insert, rows(250), chunk_size=100, atomic=False, progress=stop)
+        assert info.value.committed == 200
+        assert await db.fetchval("SELECT count(*) FROM items") == 200
+
+
+class KeyboardInterruptLike(Exception):
+    """What a user's progress callback might raise to stop a batch."""
+
 
 async def test_copy_records_in_chunks(make_db: DbFactory) -> None:
     """copy_records with chunk_size copies chunk by chunk, one transaction or
