@@ -103,7 +103,7 @@ def main() -> None:
             note("read all: OFFSET", sum(offset))
             note("deepest page: keyset", keyset[-1])
             note("deepest page: OFFSET", offset[-1])
-            db.execute("CREATE TEMP TABLE IF NOT EXISTS sink (id int, payload text)")
+            db.execute("CREATE TABLE IF NOT EXISTS sink (id int, payload text)")
             db.execute("TRUNCATE sink")
             note("executemany 20000: unchunked", timed(lambda: db.executemany(insert, few)))
             db.execute("TRUNCATE sink")
