@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from pgharbor._batch import KeysetQuery, chunks, size_of
@@ -73,3 +75,10 @@ def test_chunks_are_lazy_and_sized() -> None:
     assert list(chunks(range(3), None)) == [[0, 1, 2]]
     assert list(chunks([], 4)) == [] and list(chunks([], None)) == []
     assert size_of([1, 2]) == 2 and size_of(iter([1])) is None
+
+
+def test_without_the_parser_the_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without pglast, reading SQL says which extra to install."""
+    monkeypatch.setitem(sys.modules, "pglast", None)
+    with pytest.raises(ImportError, match=r"pip install 'pgharbor\[sql\]'"):
+        KeysetQuery("SELECT id FROM t", None, key="id", page_size=10)

@@ -660,7 +660,8 @@ class AsyncDatabase:
         PostgreSQL's parser), ``key`` its output column(s), together unique
         and never NULL: ``("created_at", "id")``. Each page is its own
         statement on a lent connection (no transaction is held between
-        pages), retried once if the connection is lost.
+        pages), tried again on a new connection if the connection is lost
+        (reads are idempotent).
 
         Raises:
             ConfigError: at once for a bad argument or query; while
