@@ -5,9 +5,9 @@ Two ways to hold the lock: a session advisory lock for the whole run
 of each migration's transaction (`MigrationSession.xact_lock`), which is what
 holds through a transaction-mode pooler. Both are asked for with
 ``pg_try_advisory_*lock`` and a backoff, never with a blocking call: a
-deployer blocked in ``pg_advisory_lock`` holds a snapshot, and the holder's
-``CREATE INDEX CONCURRENTLY`` would wait for it while it waits for the
-holder (the deadlock Flyway and others shipped). A statement reaching
+deployer blocked in ``pg_advisory_lock`` is a running transaction, the
+holder's ``CREATE INDEX CONCURRENTLY`` waits for it while it waits for the
+holder, and the server fails the waiter with "deadlock detected" (flyway#1654). A statement reaching
 another server session than the one that took the session lock (an
 undeclared pooler) stops the run with what to do.
 """
