@@ -9,9 +9,10 @@ holds through a transaction-mode pooler. Both are asked for with
 ``pg_try_advisory_*lock`` and a backoff, never with a blocking call: a
 deployer blocked in ``pg_advisory_lock`` is a running transaction, the
 holder's ``CREATE INDEX CONCURRENTLY`` waits for it while it waits for the
-holder, and the server fails the waiter with "deadlock detected" (flyway#1654). A statement reaching
-another server session than the one that took the session lock (an
-undeclared pooler) stops the run with what to do.
+holder, and the server fails the waiter with "deadlock detected"
+(flyway#1654). A statement reaching another server session than the one
+that took the session lock (an undeclared pooler) stops the run with what
+to do.
 """
 
 from __future__ import annotations
