@@ -184,9 +184,11 @@ class KeysetQuery:
         return f"{self._base}{self._cmp}({marks}){self._order}", params
 
     def check(self, page: list[Row]) -> None:
-        """Refuse what would make pages skip rows: a NULL in a key column
-        (comparisons with NULL are never true) and two rows with the same key
-        (the second would be lost at a page boundary).
+        """Refuse what makes pages skip rows, when a page shows it: a NULL in
+        a key column (comparisons with NULL are never true) and two rows with
+        the same key (the second would be lost at a page boundary). Rows
+        hidden beyond a page boundary are never fetched, so a wrong key is
+        caught only when a page holds the evidence.
 
         Raises:
             ConfigError: on ``key``, naming the column and the value.

@@ -665,7 +665,9 @@ class AsyncDatabase:
 
         Raises:
             ConfigError: at once for a bad argument or query; while
-                iterating, for a NULL or repeated key.
+                iterating, for a NULL or repeated key met in a page (one
+                hidden beyond a page boundary cannot be seen: the key must
+                be unique and NOT NULL).
         """
         keyset = KeysetQuery(
             query,

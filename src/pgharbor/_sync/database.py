@@ -667,7 +667,9 @@ class Database:
 
         Raises:
             ConfigError: at once for a bad argument or query; while
-                iterating, for a NULL or repeated key.
+                iterating, for a NULL or repeated key met in a page (one
+                hidden beyond a page boundary cannot be seen: the key must
+                be unique and NOT NULL).
         """
         keyset = KeysetQuery(
             query,
