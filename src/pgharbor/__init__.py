@@ -14,30 +14,45 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pgharbor._async.database import AsyncDatabase, AsyncTransaction
     from pgharbor._async.manager import AsyncDatabaseManager
+    from pgharbor._async.migrations import AsyncMigrations
     from pgharbor._async.pool import AsyncPool
+    from pgharbor._async.saga import AsyncSaga
+    from pgharbor._batch import BatchProgress
+    from pgharbor._migrate.plan import MigrationPlan, MigrationStatus, MigrationStep
     from pgharbor._policy.backoff import Backoff
     from pgharbor._policy.breaker import BreakerOptions
     from pgharbor._policy.health import Alerts, DatabaseHealth, HealthReport, HealthThresholds
     from pgharbor._policy.options import PoolOptions
     from pgharbor._policy.retry import RetryPolicy
+    from pgharbor._saga import SagaContext, SagaResult
     from pgharbor._sync.database import Database, Transaction
     from pgharbor._sync.manager import DatabaseManager
+    from pgharbor._sync.migrations import Migrations
     from pgharbor._sync.pool import Pool
+    from pgharbor._sync.saga import Saga
     from pgharbor.checks import CheckReport, DatabaseCheck
     from pgharbor.config import DatabaseSettings, HarborSettings, load_settings
     from pgharbor.drivers.query import Isolation, Row
     from pgharbor.errors import (
         AuthenticationFailed,
+        BatchError,
         CircuitOpen,
         CommitOutcomeUnknown,
         ConfigError,
         ConnectionFailed,
         HarborError,
         InsufficientPrivileges,
+        MigrationDrift,
+        MigrationError,
+        MigrationFailed,
+        MigrationLockTimeout,
         NoAvailableServer,
         PoolClosed,
         PoolError,
         PoolTimeout,
+        SagaCompensationFailed,
+        SagaError,
+        SagaFailed,
         TooManyRequests,
         UnsupportedServerVersion,
     )
@@ -55,10 +70,14 @@ __all__ = [
     "Alerts",
     "AsyncDatabase",
     "AsyncDatabaseManager",
+    "AsyncMigrations",
     "AsyncPool",
+    "AsyncSaga",
     "AsyncTransaction",
     "AuthenticationFailed",
     "Backoff",
+    "BatchError",
+    "BatchProgress",
     "BreakerOptions",
     "CheckReport",
     "CircuitOpen",
@@ -79,6 +98,14 @@ __all__ = [
     "InsufficientPrivileges",
     "Isolation",
     "MetricsSink",
+    "MigrationDrift",
+    "MigrationError",
+    "MigrationFailed",
+    "MigrationLockTimeout",
+    "MigrationPlan",
+    "MigrationStatus",
+    "MigrationStep",
+    "Migrations",
     "NoAvailableServer",
     "Pool",
     "PoolClosed",
@@ -87,6 +114,12 @@ __all__ = [
     "PoolTimeout",
     "RetryPolicy",
     "Row",
+    "Saga",
+    "SagaCompensationFailed",
+    "SagaContext",
+    "SagaError",
+    "SagaFailed",
+    "SagaResult",
     "SchemaSnapshot",
     "ServerVersion",
     "TooManyRequests",
@@ -99,6 +132,7 @@ __all__ = [
 
 _ERRORS = "pgharbor.errors"
 _HEALTH = "pgharbor._policy.health"
+_MIGRATE = "pgharbor._migrate.plan"
 _HOMES = {
     "Alerts": _HEALTH,
     "DatabaseHealth": _HEALTH,
@@ -108,6 +142,24 @@ _HOMES = {
     "MetricsSink": "pgharbor.metrics",
     "AsyncDatabase": "pgharbor._async.database",
     "AsyncDatabaseManager": "pgharbor._async.manager",
+    "AsyncMigrations": "pgharbor._async.migrations",
+    "Migrations": "pgharbor._sync.migrations",
+    "MigrationPlan": _MIGRATE,
+    "MigrationStatus": _MIGRATE,
+    "MigrationStep": _MIGRATE,
+    "BatchError": _ERRORS,
+    "BatchProgress": "pgharbor._batch",
+    "AsyncSaga": "pgharbor._async.saga",
+    "Saga": "pgharbor._sync.saga",
+    "SagaContext": "pgharbor._saga",
+    "SagaResult": "pgharbor._saga",
+    "MigrationDrift": _ERRORS,
+    "MigrationError": _ERRORS,
+    "MigrationFailed": _ERRORS,
+    "MigrationLockTimeout": _ERRORS,
+    "SagaCompensationFailed": _ERRORS,
+    "SagaError": _ERRORS,
+    "SagaFailed": _ERRORS,
     "AsyncPool": "pgharbor._async.pool",
     "AsyncTransaction": "pgharbor._async.database",
     "CheckReport": "pgharbor.checks",

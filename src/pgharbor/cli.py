@@ -28,6 +28,7 @@ from rich.table import Table
 
 from ._cli import bench as _bench
 from ._cli import diff as _diff
+from ._cli import migrate as _migrate
 from ._cli import schema as _schema
 from ._cli import top as _top
 from ._cli.targets import resolve_targets
@@ -38,7 +39,7 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="pgharbor",
-    help="PostgreSQL connection management: check databases, watch pools, compare schemas.",
+    help="PostgreSQL connection management: check, watch, compare schemas, migrate.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -150,6 +151,7 @@ app.command("top")(_top.top)
 app.command("bench")(_bench.bench)
 app.command("schema")(_schema.schema)
 app.command("diff")(_diff.diff_command)
+app.add_typer(_migrate.app, name="migrate")
 
 
 @app.callback()

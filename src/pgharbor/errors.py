@@ -15,7 +15,16 @@ HarborError(Exception)                    root of everything pgharbor raises
 │   └── AuthenticationFailed              28xxx: wrong password, unknown role, no pg_hba entry
 ├── UnsupportedServerVersion              the server is older than the supported minimum
 ├── InsufficientPrivileges                required privileges are missing; .missing lists them
-└── CommitOutcomeUnknown                  the connection was lost while COMMIT was in flight
+├── CommitOutcomeUnknown                  the connection was lost while COMMIT was in flight
+├── MigrationError                        migrations cannot be loaded, planned or applied
+│   ├── MigrationDrift                    an applied file changed or is gone, or one is out of order
+│   ├── MigrationFailed                   a statement failed; names the file, line and statement
+│   └── MigrationLockTimeout(MigrationError, TimeoutError)
+│                                         another deployer held the migration lock too long
+├── SagaError                             a saga could not complete; .key names it
+│   ├── SagaFailed                        a step failed and the completed steps were compensated
+│   └── SagaCompensationFailed            a compensation kept failing: the saga needs recovery
+└── BatchError                            a chunked batch failed; .committed rows are in
 ```
 
 Driver errors (psycopg, asyncpg, psycopg2) raised by the user's own queries pass
@@ -42,16 +51,24 @@ from ._policy.sqlstate import (
 
 __all__ = [
     "AuthenticationFailed",
+    "BatchError",
     "CircuitOpen",
     "CommitOutcomeUnknown",
     "ConfigError",
     "ConnectionFailed",
     "HarborError",
     "InsufficientPrivileges",
+    "MigrationDrift",
+    "MigrationError",
+    "MigrationFailed",
+    "MigrationLockTimeout",
     "NoAvailableServer",
     "PoolClosed",
     "PoolError",
     "PoolTimeout",
+    "SagaCompensationFailed",
+    "SagaError",
+    "SagaFailed",
     "TooManyRequests",
     "UnsupportedServerVersion",
     "is_disconnect",
@@ -186,3 +203,109 @@ def fresh_copy(error: E) -> E:
     new.__cause__ = error
     new.__suppress_context__ = True
     return new
+
+
+class MigrationError(HarborError):
+    """Migrations cannot be loaded (a bad file name, SQL the parser rejects),
+    planned (an earlier run failed halfway) or applied."""
+
+    __module__ = "pgharbor"
+
+
+class MigrationDrift(MigrationError):
+    """The history and the files disagree: an applied file was edited (its
+    checksum changed) or removed, or a pending one is older than the newest
+    applied. Refused unless the caller allows it (``allow_drift``,
+    ``out_of_order``) or accepts the files as they are (``repair``)."""
+
+    __module__ = "pgharbor"
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])
+
+
+class MigrationFailed(MigrationError):
+    """A statement of a migration failed (the driver's error is the cause).
+
+    ``file`` and ``line`` say where the statement (or, when the server says,
+    the failing part of it) is; ``applied_version`` is the version the
+    database is at now. ``partial`` is True when the migration ran outside a
+    transaction and some of its statements are in: the history keeps it as
+    failed until ``repair``.
+    """
+
+    __module__ = "pgharbor"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        version: int,
+        file: str,
+        line: int,
+        statement: str,
+        applied_version: int | None,
+        partial: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.version = version
+        self.file = file
+        self.line = line
+        self.statement = statement
+        self.applied_version = applied_version
+        self.partial = partial
+
+
+class MigrationLockTimeout(MigrationError, TimeoutError):
+    """The migration lock stayed held by another session for longer than
+    ``lock_timeout``; the message names who holds it when the server says."""
+
+    __module__ = "pgharbor"
+
+
+class SagaError(HarborError):
+    """A saga could not run to its end; ``key`` is its idempotency key."""
+
+    __module__ = "pgharbor"
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class SagaFailed(SagaError):
+    """A step failed (the cause) and every completed step was compensated:
+    the saga had no lasting effect. ``step`` names the step that failed."""
+
+    __module__ = "pgharbor"
+
+    def __init__(self, message: str, key: str, step: str) -> None:
+        super().__init__(message, key)
+        self.step = step
+
+
+class SagaCompensationFailed(SagaError):
+    """A compensation still failed after its retries: some effects remain.
+    The saga stays recorded as compensating; ``compensate(key)`` (or
+    ``recover()`` with a saga log) carries on later. ``step`` names the step
+    whose compensation failed (the cause)."""
+
+    __module__ = "pgharbor"
+
+    def __init__(self, message: str, key: str, step: str) -> None:
+        super().__init__(message, key)
+        self.step = step
+
+
+class BatchError(HarborError):
+    """A chunked batch failed (the cause). ``committed`` items were committed
+    before the failure (0 when the batch ran as one transaction); ``done``
+    were sent, including those of a rolled-back transaction."""
+
+    __module__ = "pgharbor"
+
+    def __init__(self, message: str, *, committed: int, done: int) -> None:
+        super().__init__(message)
+        self.committed = committed
+        self.done = done

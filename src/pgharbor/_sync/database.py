@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterator, Callable, Iterable, Mapping, Sequence
 from time import monotonic
 from types import TracebackType
 from typing import Any, TypeVar
 
 from .._acompat import Op, StrFactory, ensure, sleep
+from .._batch import KeysetQuery
 from .._policy.health import DatabaseHealth
 from .._policy.retry import RetryPolicy
 from .._policy.routing import Route
@@ -41,6 +42,7 @@ from ..privileges import (
 )
 from ..schema import SchemaSnapshot, read_schema_sync
 from ..version import ServerVersion
+from .batches import ProgressCallback, copy_in_chunks, executemany_in_chunks, keyset_pages
 from .pool import Pool
 from .topology import Topology
 
@@ -364,11 +366,32 @@ class Database:
         return rows
 
     def executemany(
-        self, query: str, params_seq: Iterable[Any], *, timeout: float | None = None
-    ) -> None:
-        """Run a statement once per parameter set, in one transaction."""
-        with self.transaction() as tx:
-            tx.executemany(query, params_seq, timeout=timeout)
+        self,
+        query: str,
+        params_seq: Iterable[Any],
+        *,
+        timeout: float | None = None,
+        chunk_size: int | None = None,
+        atomic: bool = True,
+        progress: ProgressCallback | None = None,
+    ) -> int:
+        """Run a statement once per parameter set, in one transaction; the
+        number of parameter sets run.
+
+        With ``chunk_size``, the sets go ``chunk_size`` at a time (``timeout``
+        bounds each chunk) and ``progress(BatchProgress)`` is called after
+        each; ``atomic=False`` commits each chunk on its own. A chunked batch
+        that fails raises `BatchError` saying how many sets were committed.
+        """
+        return executemany_in_chunks(
+            self,
+            query,
+            params_seq,
+            timeout=timeout,
+            chunk_size=chunk_size,
+            atomic=atomic,
+            progress=progress,
+        )
 
     def copy_records(
         self,
@@ -378,8 +401,28 @@ class Database:
         columns: Sequence[str] | None = None,
         schema: str | None = None,
         timeout: float | None = None,
+        chunk_size: int | None = None,
+        atomic: bool = True,
+        progress: ProgressCallback | None = None,
     ) -> int:
-        """Bulk-load ``records`` into ``table`` with COPY; rows copied."""
+        """Bulk-load ``records`` into ``table`` with COPY; rows copied.
+
+        With ``chunk_size`` or ``progress``: one COPY per chunk, all in one
+        transaction, or each committed on its own with ``atomic=False``;
+        ``progress(BatchProgress)`` after each (see `executemany`).
+        """
+        if chunk_size is not None or progress is not None:
+            return copy_in_chunks(
+                self,
+                table,
+                records,
+                columns=columns,
+                schema=schema,
+                timeout=timeout,
+                chunk_size=chunk_size,
+                atomic=atomic,
+                progress=progress,
+            )
         with self.pool.connection(reset=False) as conn:
             copied = self._q.copy_records(conn, table, records, columns, schema, timeout)
         self._topology.note_write()
@@ -598,6 +641,49 @@ class Database:
                 return tx.fetch(to_dollar(sql) if self.driver == "asyncpg" else sql, params)
 
             return read_schema_sync(rows, schemas)
+
+    # -- batches (see _sync/batches.py) -------------------------------------------
+
+    def paginate(
+        self,
+        query: str,
+        params: Any = None,
+        *,
+        key: str | Sequence[str],
+        page_size: int = 1000,
+        descending: bool = False,
+        route: Route | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[list[Row]]:
+        """Pages (lists of rows) of ``query``, ordered and cut by ``key``
+        without OFFSET: each page is ``WHERE (key) > (last row's key) ORDER BY
+        key LIMIT page_size``, as fast at page 10 000 as at page 1::
+
+            for page in db.paginate("SELECT id, total FROM orders", key="id"):
+                ...
+
+        ``query`` is one SELECT without ORDER BY, LIMIT or OFFSET (checked by
+        PostgreSQL's parser), ``key`` its output column(s), together unique
+        and never NULL: ``("created_at", "id")``. Each page is its own
+        statement on a lent connection (no transaction is held between
+        pages), tried again on a new connection if the connection is lost
+        (reads are idempotent).
+
+        Raises:
+            ConfigError: at once for a bad argument or query; while
+                iterating, for a NULL or repeated key met in a page (one
+                hidden beyond a page boundary cannot be seen: the key must
+                be unique and NOT NULL).
+        """
+        keyset = KeysetQuery(
+            query,
+            params,
+            key=key,
+            page_size=page_size,
+            descending=descending,
+            dollar=self.driver == "asyncpg",
+        )
+        return keyset_pages(self, keyset, route=route, timeout=timeout)
 
 
 class Transaction:

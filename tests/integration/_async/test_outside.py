@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from time import monotonic
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -362,7 +362,7 @@ async def test_open_fails_fast_on_an_unresolvable_host(driver: str) -> None:
     real = get_async_driver(driver)
 
     class NoResolver:
-        name = real.name
+        name: ClassVar[str] = real.name
 
         def __getattr__(self, attr: str) -> Any:
             return getattr(real, attr)
