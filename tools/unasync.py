@@ -8,9 +8,8 @@ Usage (from any directory)::
 Each ``*.py`` under an input directory of ``PAIRS`` is converted line for line into
 the matching output directory, behind a two-line ``# GENERATED`` header. Each line
 gets the word-boundary substitutions of ``RULES``, in order (so list the longest,
-most specific pattern first). A rule that no input ever uses fails the run, so the
-table cannot rot; rules flagged ``optional`` are exempt, and mandatory ones are only
-enforced once some input exists. Generated files whose source is gone (orphans)
+most specific pattern first). A rule that no input uses fails the run (once some
+input exists), so the table cannot rot. Generated files whose source is gone (orphans)
 are deleted on regeneration and fail ``--check``.
 
 Escape hatches for genuine async/sync differences, both line based:
@@ -52,66 +51,50 @@ class Rule(NamedTuple):
 
     pattern: str
     replacement: str
-    optional: bool = False
 
 
 RULES: list[Rule] = [
-    # Generic Python (mandatory once any input exists).
+    # Generic Python.
     Rule("async def", "def"),
-    Rule("async with", "with", optional=True),
-    Rule("async for", "for", optional=True),
+    Rule("async with", "with"),
+    Rule("async for", "for"),
     Rule("await ", ""),
     Rule("__aenter__", "__enter__"),
     Rule("__aexit__", "__exit__"),
-    Rule("__aiter__", "__iter__", optional=True),
-    Rule("__anext__", "__next__", optional=True),
-    Rule("StopAsyncIteration", "StopIteration", optional=True),
-    Rule("asynccontextmanager", "contextmanager", optional=True),
-    Rule("AsyncIterator", "Iterator", optional=True),
-    Rule("AsyncGenerator", "Generator", optional=True),
-    Rule("AsyncIterable", "Iterable", optional=True),
-    Rule("@pytest.mark.asyncio", "", optional=True),
-    # pgharbor's own names (optional until the code using them exists).
-    Rule("AsyncDatabaseManager", "DatabaseManager", optional=True),
-    Rule("AsyncTopology", "Topology", optional=True),
-    Rule("AsyncDatabase", "Database", optional=True),
-    Rule("AsyncMigrations", "Migrations", optional=True),
-    Rule("AsyncSaga", "Saga", optional=True),
-    Rule("AsyncStepFn", "StepFn", optional=True),
-    Rule("AsyncPool", "Pool", optional=True),
-    Rule("AsyncTransaction", "Transaction", optional=True),
-    Rule("AsyncDriver", "Driver", optional=True),
-    Rule("AsyncConnectionCB", "ConnectionCB", optional=True),
-    Rule("get_async_driver", "get_driver", optional=True),
-    Rule("get_async_queries", "get_queries", optional=True),
-    Rule("AsyncQueries", "Queries", optional=True),
-    Rule("check_privileges_async", "check_privileges_sync", optional=True),
-    Rule("read_facts_async", "read_facts_sync", optional=True),
-    Rule("read_schema_async", "read_schema_sync", optional=True),
-    Rule("pgharbor._async", "pgharbor._sync", optional=True),
-    Rule("_async", "_sync", optional=True),
+    Rule("AsyncIterator", "Iterator"),
+    # pgharbor's own names.
+    Rule("AsyncDatabaseManager", "DatabaseManager"),
+    Rule("AsyncTopology", "Topology"),
+    Rule("AsyncDatabase", "Database"),
+    Rule("AsyncMigrations", "Migrations"),
+    Rule("AsyncSaga", "Saga"),
+    Rule("AsyncStepFn", "StepFn"),
+    Rule("AsyncPool", "Pool"),
+    Rule("AsyncTransaction", "Transaction"),
+    Rule("AsyncDriver", "Driver"),
+    Rule("get_async_driver", "get_driver"),
+    Rule("get_async_queries", "get_queries"),
+    Rule("AsyncQueries", "Queries"),
+    Rule("check_privileges_async", "check_privileges_sync"),
+    Rule("read_facts_async", "read_facts_sync"),
+    Rule("read_schema_async", "read_schema_sync"),
+    Rule("pgharbor._async", "pgharbor._sync"),
+    Rule("_async", "_sync"),
     # Paired primitives of pgharbor/_acompat.py.
-    Rule("AStrFactory", "StrFactory", optional=True),
-    Rule("AOp", "Op", optional=True),
-    Rule("ATaskFn", "TaskFn", optional=True),
-    Rule("acurrent_task", "current_task", optional=True),
-    Rule("amonotonic", "monotonic", optional=True),
-    Rule("ACondition", "Condition", optional=True),
-    Rule("agather", "gather", optional=True),
-    Rule("arun_all", "run_all", optional=True),
-    Rule("ashield", "shield", optional=True),
-    Rule("aensure", "ensure", optional=True),
-    Rule("aspawn", "spawn", optional=True),
-    Rule("ajoin", "join", optional=True),
-    Rule("aalive", "alive", optional=True),
-    Rule("akeep", "keep", optional=True),
-    Rule("asleep", "sleep", optional=True),
-    Rule("ADeadlines", "Deadlines", optional=True),
-    Rule("AWaiter", "Waiter", optional=True),
-    Rule("AQueue", "Queue", optional=True),
-    Rule("ATimer", "Timer", optional=True),
-    Rule("AEvent", "Event", optional=True),
-    Rule("ALock", "Lock", optional=True),
+    Rule("AStrFactory", "StrFactory"),
+    Rule("AOp", "Op"),
+    Rule("ATaskFn", "TaskFn"),
+    Rule("arun_all", "run_all"),
+    Rule("aensure", "ensure"),
+    Rule("aspawn", "spawn"),
+    Rule("ajoin", "join"),
+    Rule("aalive", "alive"),
+    Rule("akeep", "keep"),
+    Rule("asleep", "sleep"),
+    Rule("ADeadlines", "Deadlines"),
+    Rule("AWaiter", "Waiter"),
+    Rule("AEvent", "Event"),
+    Rule("ALock", "Lock"),
 ]
 _REMOVE = re.compile(r"#\s*unasync:\s*remove\s*$")
 _IF_ASYNC = re.compile(r"^(\s*)if True:(\s*#\s*ASYNC\b.*)$")
@@ -199,7 +182,7 @@ def run(
             else:
                 orphan.unlink()
                 print(f"unasync: removed {rel}")
-    unused = [rule for i, rule in enumerate(rules) if i not in used and not rule.optional]
+    unused = [rule for i, rule in enumerate(rules) if i not in used]
     if inputs and unused:
         print("unasync: these rules were never used:", file=sys.stderr)
         for rule in unused:

@@ -11,7 +11,7 @@ async (source)     async meaning                 sync twin
 ``aspawn``         ``asyncio.create_task``       ``spawn``: a daemon thread
 ``asleep``         ``asyncio.sleep``             ``sleep`` = ``time.sleep``
 ``aensure``        call, await if awaitable      ``ensure``: call
-``agather``        ``asyncio.gather``            ``gather``: run in turn
+``arun_all``       run concurrently              ``run_all``: run in turn
 =================  ============================  ===============================
 
 The pool never awaits while it holds its lock, so on the event loop the lock
@@ -46,7 +46,6 @@ __all__ = [
     "Waiter",
     "aalive",
     "aensure",
-    "agather",
     "ajoin",
     "akeep",
     "alive",
@@ -54,7 +53,6 @@ __all__ = [
     "asleep",
     "aspawn",
     "ensure",
-    "gather",
     "join",
     "keep",
     "run_all",
@@ -409,13 +407,3 @@ def run_all(*calls: Callable[[], Any]) -> list[Any]:
         except Exception as exc:
             results.append(exc)
     return results
-
-
-async def agather(*aws: Awaitable[Any]) -> list[Any]:
-    """Wait for all, concurrently; exceptions are returned, not raised."""
-    return list(await asyncio.gather(*aws, return_exceptions=True))
-
-
-def gather(*results: Any) -> list[Any]:
-    """Sync flavour of `agather`: the calls already ran, in turn."""
-    return list(results)
