@@ -116,7 +116,7 @@ def _plan(spec: ClientSpec, rec: Recorder, rng: random.Random) -> tuple[str, tup
         key = rec.acked_key(spec, rng.random())
         if key is not None:
             return "read", (key,)
-    if roll >= 0.55 and roll < 0.7:
+    if 0.55 <= roll < 0.7:
         return "tx", (rec.key(), rec.key())
     return "write", (rec.key(),)
 
