@@ -1,0 +1,1 @@
+"""Fault soaks: every driver under a cycle of faults, checked throughout."""

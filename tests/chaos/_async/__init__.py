@@ -1,0 +1,1 @@
+"""The soak clients, source of the generated ``_sync`` twin."""
