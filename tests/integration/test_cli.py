@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from pgharbor.cli import app
 from pgharbor.testing import PostgresServer, TempDatabase
 
 runner = CliRunner()
+SLACK = float(os.environ.get("PGHARBOR_TIMING_SLACK", "1.0"))
 
 
 def test_check_reports_version_latency_and_privileges(pg_server: PostgresServer) -> None:
@@ -97,3 +100,52 @@ def test_check_without_target_runs_on_an_embedded_server() -> None:
     assert payload["ok"] is True
     assert [d["name"] for d in payload["databases"]] == ["source", "target"]
     assert {d["user"] for d in payload["databases"]} == {"pgharbor_reader"}
+
+
+def _refused_url() -> str:
+    from pgharbor.testing._cleanup import free_port
+
+    return f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+
+
+@pytest.mark.timing
+def test_check_fails_fast_against_a_refused_port_with_the_cause_first() -> None:
+    """Nothing listens: check answers within about one attempt (not after its
+    10 s timeout), and the report leads with the refusal, not CircuitOpen."""
+    start = time.monotonic()
+    result = runner.invoke(app, ["check", _refused_url()], env={"COLUMNS": "200"})
+    elapsed = time.monotonic() - start
+    assert result.exit_code == 1
+    assert elapsed < 3.0 * SLACK, f"{elapsed:.1f} s"
+    text = " ".join(result.output.split())  # cells fold long lines
+    error = text[text.index("error") :]
+    assert error.startswith("error ConnectionFailed") and "refused" in error.lower()
+    assert "CircuitOpen" not in text
+
+
+@pytest.mark.timing
+@pytest.mark.slow
+def test_top_is_idle_while_its_node_is_down() -> None:
+    """The live view against a node that refuses connections: well under 5 %
+    of a core (the breaker used to make it spin)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgharbor.cli", "top", _refused_url(), "-n", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+
+    def cpu() -> float:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    try:
+        time.sleep(3.0)  # started, first frames drawn, breaker open
+        before, since = cpu(), time.monotonic()
+        time.sleep(5.0)
+        share = (cpu() - before) / (time.monotonic() - since)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert share < 0.05, f"{share:.1%} of a core"

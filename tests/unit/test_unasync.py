@@ -74,8 +74,6 @@ class Thing:
 '''
 
 
-
-
 def _sample_rules() -> list[Any]:
     """The rules of the real table the sample uses (a table's rules must all be
     used by its inputs), found by converting it."""

@@ -53,7 +53,7 @@ from .._observe import PoolObservation
 from .._policy.backoff import Backoff
 from .._policy.breaker import Breaker, BreakerOptions
 from .._policy.health import Alerts, HealthReport, HealthThresholds
-from .._policy.options import PoolOptions, timeout_arg
+from .._policy.options import DEFAULTS, PoolOptions, timeout_arg
 from .._policy.pool import CHECK, DISCARD, OK, PoolState, Slot
 from ..drivers.base import AsyncDriver
 from ..errors import (
@@ -118,19 +118,19 @@ class AsyncPool:
         *,
         driver: str | AsyncDriver = "psycopg",
         name: str | None = None,
-        min_size: int = 5,
+        min_size: int = DEFAULTS.min_size,
         max_size: int | None = None,
-        timeout: float = 30.0,
-        max_waiting: int = 0,
-        max_lifetime: float | None = 30 * 60.0,
-        max_idle: float | None = 10 * 60.0,
-        max_uses: int | None = None,
-        check_window: float = 0.5,
-        check_timeout: float = 5.0,
-        keepalive: float | None = 120.0,
-        leak_threshold: float | None = None,
-        connect_timeout: float = 10.0,
-        reconnect_timeout: float = 5 * 60.0,
+        timeout: float = DEFAULTS.timeout,
+        max_waiting: int = DEFAULTS.max_waiting,
+        max_lifetime: float | None = DEFAULTS.max_lifetime,
+        max_idle: float | None = DEFAULTS.max_idle,
+        max_uses: int | None = DEFAULTS.max_uses,
+        check_window: float = DEFAULTS.check_window,
+        check_timeout: float = DEFAULTS.check_timeout,
+        keepalive: float | None = DEFAULTS.keepalive,
+        leak_threshold: float | None = DEFAULTS.leak_threshold,
+        connect_timeout: float = DEFAULTS.connect_timeout,
+        reconnect_timeout: float = DEFAULTS.reconnect_timeout,
         backoff: Backoff | None = None,
         password: str | AStrFactory | None = None,
         kwargs: dict[str, Any] | None = None,
@@ -146,7 +146,8 @@ class AsyncPool:
         labels: Mapping[str, str] | None = None,
     ) -> None:
         if max_size is None:
-            max_size = max(min_size, 5) if isinstance(min_size, int) else 5
+            default = DEFAULTS.max_size
+            max_size = max(min_size, default) if isinstance(min_size, int) else default
         self.options = PoolOptions(
             min_size=min_size,
             max_size=max_size,

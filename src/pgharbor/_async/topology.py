@@ -40,8 +40,9 @@ from typing import Any
 
 from .._acompat import AEvent, ALock, aalive, ajoin, arun_all, aspawn
 from .._conninfo import redact, secrets_of
-from .._policy.routing import OPTIONS, Role, Route, Router
+from .._policy.routing import OPTIONS, PROBE_INTERVAL, PROBE_TIMEOUT, Role, Route, Router
 from .._policy.sqlstate import is_disconnect_message, sqlstate_of
+from .._policy.validate import MAX_TIMEOUT, seconds
 from ..drivers import get_async_queries
 from ..drivers.base import ConnStatus
 from ..drivers.query import AsyncQueries
@@ -130,8 +131,8 @@ class AsyncTopology:
         nodes: Mapping[str, str],
         *,
         pool_factory: PoolFactory | None = None,
-        probe_interval: float = 1.0,
-        probe_timeout: float = 2.0,
+        probe_interval: float = PROBE_INTERVAL,
+        probe_timeout: float = PROBE_TIMEOUT,
         name: str = "topology",
         probe: bool = True,
         **router_options: Any,
@@ -141,8 +142,7 @@ class AsyncTopology:
         if not probe and len(nodes) != 1:
             raise ConfigError("probe", "may be off only for a topology of one node")
         for key, value in (("probe_interval", probe_interval), ("probe_timeout", probe_timeout)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ConfigError(key, "must be a number > 0", value)
+            seconds(key, value, positive=True, maximum=MAX_TIMEOUT)
         unknown = set(router_options) - set(OPTIONS)
         if unknown:
             raise ConfigError(

@@ -22,9 +22,10 @@ from pydantic import model_validator as _model_validator
 from .._conninfo import mask_conninfo, parse_conninfo, validate_params
 from .._policy.backoff import Backoff
 from .._policy.breaker import BreakerOptions
-from .._policy.options import PoolOptions
+from .._policy.options import DEFAULTS, PoolOptions
 from .._policy.retry import RetryPolicy
 from .._policy.routing import OPTIONS as ROUTER_OPTIONS
+from .._policy.routing import PROBE_INTERVAL, PROBE_TIMEOUT
 from ..errors import ConfigError
 from .problems import to_config_error
 from .values import (
@@ -53,7 +54,8 @@ SessionAttrs = Literal["any", "read-write", "read-only", "primary", "standby", "
 Isolation = Literal["read committed", "repeatable read", "serializable"]
 
 # The pool defaults live in PoolOptions; the settings only point at them.
-_POOL: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(PoolOptions)}
+_POOL: dict[str, Any] = {f.name: getattr(DEFAULTS, f.name) for f in dataclasses.fields(PoolOptions)}
+_BREAKER = BreakerOptions()
 _DEFAULT_SIZE = 5
 _VERIFY = ("verify-ca", "verify-full")
 _LIBPQ_MAX_SECONDS = 2**31 - 1
@@ -151,9 +153,9 @@ class BreakerSettings(_Strict):
         # for durations...): keep type checkers from synthesising __init__.
         def __init__(self, /, **data: Any) -> None: ...
 
-    failure_threshold: Count = 5
-    reset_timeout: Seconds = 5.0
-    half_open_max: Count = 1
+    failure_threshold: Count = _BREAKER.failure_threshold
+    reset_timeout: Seconds = _BREAKER.reset_timeout
+    half_open_max: Count = _BREAKER.half_open_max
 
     @_model_validator(mode="after")
     def _rules(self) -> BreakerSettings:
@@ -216,8 +218,8 @@ class DatabaseSettings(_Strict):
     primary: Secret | None = None
     replicas: list[Secret] = Field(default_factory=list)
     reads: Literal["primary", "replica", "any"] = "primary"
-    probe_interval: Seconds = 1.0
-    probe_timeout: Seconds = 2.0
+    probe_interval: Seconds = PROBE_INTERVAL
+    probe_timeout: Seconds = PROBE_TIMEOUT
     max_replica_lag: OptionalSeconds = None
     max_replica_lag_bytes: OptionalCount = None
     fallback_to_primary: Flag = True

@@ -9,7 +9,7 @@ from ..errors import ConfigError
 from .backoff import Backoff
 from .validate import MAX_TIMEOUT, MIN_PERIOD, count, seconds
 
-__all__ = ["MAX_POOL_SIZE", "PoolOptions", "timeout_arg"]
+__all__ = ["DEFAULTS", "MAX_POOL_SIZE", "PoolOptions", "timeout_arg"]
 
 #: Hard ceiling for ``max_size``: far above any PostgreSQL ``max_connections``
 #: worth running, low enough that a typo (``10**9``) fails loudly.
@@ -109,3 +109,8 @@ class PoolOptions:
         if max_size is None:
             max_size = max(self.max_size, min_size) if isinstance(min_size, int) else self.max_size
         return replace(self, min_size=min_size, max_size=max_size)
+
+
+#: Every pool default, in one place: `Pool`, `AsyncPool` and
+#: `pgharbor.config.DatabaseSettings` take theirs from here.
+DEFAULTS = PoolOptions()

@@ -62,6 +62,11 @@ Role = Literal["primary", "standby", "unknown"]
 Route = Literal["primary", "replica", "any"]
 Balance = Literal["round_robin", "least_busy"]
 #: The keyword options of `Router` (what a topology and a database pass on).
+#: The role probe's defaults (seconds): how often it asks each node, and how
+#: long it waits for an answer.
+PROBE_INTERVAL: Final = 1.0
+PROBE_TIMEOUT: Final = 2.0
+
 OPTIONS: tuple[str, ...] = (
     "reads",
     "max_replica_lag",

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["sever", "wait_fd", "watch_fd"]
+__all__ = ["poller", "sever", "wait_fd", "watch_fd"]
 
 
 def wait_fd(fd: int, events: int, deadline: float) -> None:
@@ -23,15 +23,23 @@ def wait_fd(fd: int, events: int, deadline: float) -> None:
         raise TimeoutError("no answer from the server in time")
 
 
-def watch_fd(fd: int, broken: Callable[[], bool]) -> Callable[[], bool]:
-    """The idle check of a libpq connection (psycopg, psycopg2): not
-    ``broken()``, and nothing to read on ``fd`` — a server that restarted or
-    ended the backend has sent its FATAL and closed, so pending input (or a
-    closed descriptor) means the connection must not be lent. One poller per
+def poller(fd: int) -> Callable[[float], list[tuple[int, int]]]:
+    """``poll`` of a poller watching ``fd`` for input: called with 0, it says
+    at once whether anything (data, EOF, an error) is pending. The checkout
+    check of an idle connection: a server that restarted or ended the
+    backend has sent its FATAL and closed, so pending input (or a closed
+    descriptor) means the connection must not be lent. One poller per
     connection: one ``poll`` system call per checkout, nothing else."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    poll = poller.poll
+    watcher = select.poll()
+    watcher.register(fd, select.POLLIN)
+    return watcher.poll
+
+
+def watch_fd(fd: int, broken: Callable[[], bool]) -> Callable[[], bool]:
+    """A checkout check: not ``broken()`` (asked first: a closed
+    connection's descriptor number may belong to another socket by now),
+    and nothing pending on ``fd`` (see `poller`)."""
+    poll = poller(fd)
 
     def lendable() -> bool:
         return not broken() and not poll(0)

@@ -23,7 +23,7 @@ from psycopg import errors as e
 from psycopg import pq
 
 from pgharbor._policy.sqlstate import is_disconnect, is_disconnect_message, sqlstate_of
-from pgharbor.drivers._sockets import sever, wait_fd, watch_fd
+from pgharbor.drivers._sockets import poller, sever, wait_fd
 from pgharbor.drivers.base import ConnStatus
 
 __all__ = ["AsyncPsycopgDriver", "PsycopgDriver"]
@@ -216,17 +216,28 @@ class _Common:
         return _is_error_disconnect(exc)
 
     def watch(self, conn: Any) -> Callable[[], bool]:
-        """The checkout check: libpq's status, and a zero-timeout ``poll``."""
+        """The checkout check: libpq's status, and a zero-timeout ``poll``
+        (see `pgharbor.drivers._sockets.watch_fd`)."""
         pgconn = conn.pgconn
-        return watch_fd(pgconn.socket, lambda: pgconn.status == _BAD)
+        poll = poller(pgconn.socket)
+
+        def lendable() -> bool:
+            # The status first: a finished connection's descriptor number may
+            # already belong to another socket.
+            return pgconn.status != _BAD and not poll(0)
+
+        return lendable
 
     def pristine(self, conn: Any) -> bool:
-        """Autocommit on, no isolation level, read-only or deferrable set."""
+        """Autocommit on, no isolation level, read-only or deferrable set.
+
+        Read from psycopg's own fields (private, psycopg >= 3.1): its
+        properties cost five times as much, on every return to the pool."""
         return (
-            conn.autocommit is True
-            and conn.isolation_level is None
-            and conn.read_only is None
-            and conn.deferrable is None
+            conn._autocommit is True
+            and conn._isolation_level is None
+            and conn._read_only is None
+            and conn._deferrable is None
         )
 
     def sever(self, conn: Any) -> bool:
