@@ -130,8 +130,8 @@ class FakeDriver(_Common):
 
 def _pool(flavour: str, size: int) -> Any:
     """A pool over the fake driver (patched in for pools that take only names)."""
-    cls = pgharbor.AsyncPool if flavour == "async" else pgharbor.Pool
-    driver = FakeAsyncDriver() if flavour == "async" else FakeDriver()
+    cls: Any = pgharbor.AsyncPool if flavour == "async" else pgharbor.Pool
+    driver: Any = FakeAsyncDriver() if flavour == "async" else FakeDriver()
     kwargs: dict[str, Any] = {"min_size": size, "max_size": size, "check_window": 3600.0}
     try:
         return cls("host=127.0.0.1 dbname=fake", driver=driver, **kwargs)
