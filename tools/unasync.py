@@ -65,6 +65,8 @@ RULES: list[Rule] = [
     Rule("AsyncIterator", "Iterator"),
     # pgharbor's own names.
     Rule("AsyncDatabaseManager", "DatabaseManager"),
+    Rule("AsyncConnector", "Connector"),
+    Rule("AsyncHousekeeper", "Housekeeper"),
     Rule("AsyncTopology", "Topology"),
     Rule("AsyncDatabase", "Database"),
     Rule("AsyncMigrations", "Migrations"),

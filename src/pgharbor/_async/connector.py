@@ -146,24 +146,23 @@ class AsyncConnector:
         ):
             raise ConfigError("minimum_version", "must be a major version number, e.g. 13")
         self.minimum_version = minimum_version
-        for field, cb in (("configure", configure), ("reset", reset)):
-            if cb is None or (isinstance(cb, str) and field == "reset"):
-                continue
-            if not callable(cb):
-                raise ConfigError(field, "must be callable")
-            if True:  # ASYNC
-                pass
-            else:
-                if is_async_callable(cb):
-                    raise ConfigError(
-                        field, "must be a plain function: a sync pool cannot await a coroutine"
-                    )
         if reset is None:
             reset = "rollback"
         if isinstance(reset, str) and reset not in RESETS:
             raise ConfigError(
                 "reset", f"must be one of {', '.join(map(repr, RESETS))} or a callable"
             )
+        for field, cb in (("configure", configure), ("reset", reset)):
+            if cb is None or isinstance(cb, str):
+                continue
+            if not callable(cb):
+                raise ConfigError(field, "must be callable")
+            if True:  # ASYNC
+                pass
+            elif is_async_callable(cb):
+                raise ConfigError(
+                    field, "must be a plain function: a sync pool cannot await a coroutine"
+                )
         self._configure = configure
         #: The preset's name, or None for a callable.
         self.reset: str | None = reset if isinstance(reset, str) else None

@@ -649,9 +649,10 @@ class AsyncPool:
     async def _release_slow(self, slot: Slot, raw: bool) -> None:
         # Unhealthy unless cleaning completes: a rollback interrupted (by
         # cancellation, say) leaves the connection in an unknown state.
-        healthy = False
+        # Returned to a closed pool: closed below, not cleaned (nor counted lost).
+        healthy = self._state.closed
         try:
-            if not self._state.closed:
+            if not healthy:
                 healthy = await self.connector.clean(slot.conn, raw)
         finally:
             # Runs even when cancelled mid-rollback: the slot is never lost.

@@ -9,9 +9,9 @@ asyncio and threads live in the paired primitives of `pgharbor._acompat`.
 A pool is four things composed (the seams HikariCP cuts along):
 
 - the pure core, `pgharbor._policy.pool.PoolState`: every fact and decision;
-- an `AsyncConnector` (``pool.connector``): everything about one connection —
+- an `Connector` (``pool.connector``): everything about one connection —
   conninfo, driver, version check, checkout check, ping, cleaning, closing;
-- an `AsyncHousekeeper`: carries out the core's decisions and runs the
+- an `Housekeeper`: carries out the core's decisions and runs the
   background work (opening, retiring, keepalive, probing a server that is down);
 - a `PoolObservation` (``pool.observation``): health, alerts, hooks, metrics.
 
@@ -66,8 +66,8 @@ from ..errors import (
     fresh_copy,
 )
 from ..metrics import Event as PoolEvent
-from .connector import AsyncConnector, is_async_callable, is_fatal
-from .housekeeping import AsyncHousekeeper
+from .connector import Connector, is_async_callable, is_fatal
+from .housekeeping import Housekeeper
 
 if False:  # ASYNC
     import asyncio
@@ -170,7 +170,7 @@ class Pool:
             raise ConfigError("name", "must be a non-empty string")
         self.name = name or f"pool-{next(_names)}"
         #: Makes, checks, cleans and closes this pool's connections.
-        self.connector = AsyncConnector(
+        self.connector = Connector(
             conninfo,
             driver=driver,
             password=password,
@@ -651,9 +651,10 @@ class Pool:
     def _release_slow(self, slot: Slot, raw: bool) -> None:
         # Unhealthy unless cleaning completes: a rollback interrupted (by
         # cancellation, say) leaves the connection in an unknown state.
-        healthy = False
+        # Returned to a closed pool: closed below, not cleaned (nor counted lost).
+        healthy = self._state.closed
         try:
-            if not self._state.closed:
+            if not healthy:
                 healthy = self.connector.clean(slot.conn, raw)
         finally:
             # Runs even when cancelled mid-rollback: the slot is never lost.
@@ -770,8 +771,8 @@ class Pool:
         breaker = Breaker(options) if options is not None else None
         return PoolState(self.options, breaker=breaker, name=self.name)
 
-    def _new_keeper(self) -> AsyncHousekeeper:
-        return AsyncHousekeeper(
+    def _new_keeper(self) -> Housekeeper:
+        return Housekeeper(
             name=self.name,
             state=self._state,
             lock=self._lock,
