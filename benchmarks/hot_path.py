@@ -63,6 +63,9 @@ class _Common:
     def pristine(self, conn: Any) -> bool:
         return True
 
+    def reusable(self, conn: Any) -> bool:
+        return True
+
     def terminate(self, conn: Any) -> None:
         pass
 

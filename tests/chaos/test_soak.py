@@ -59,23 +59,8 @@ DURABLE: dict[str, str | bool] = {
 #: text starts with a key here makes the soak xfail instead of fail (any other
 #: violation still fails it). Remove an entry when its item is fixed.
 KNOWN_DEFECTS: dict[str, str] = {
-    # Database sends a statement again after 57P01, also when the statement was
-    # running: the server log shows the write executed twice.
-    "resent-statement: ": "issue 11 item 2 (a running statement killed by the server is re-sent)",
-    # An unsolicited FATAL on an idle asyncpg connection leaves its protocol in
-    # ERROR_CONSUME before is_closed() turns true; the pool lends it out.
-    "undocumented-error: AsyncPool-asyncpg: asyncpg.exceptions._base.InternalClientError": (
-        "issue 11 item 11 (asyncpg InternalClientError 'another operation is in progress')"
-    ),
-    "undocumented-error: AsyncDatabase-asyncpg: asyncpg.exceptions._base.InternalClientError": (
-        "issue 11 item 11 (asyncpg InternalClientError 'another operation is in progress')"
-    ),
-    # The pool lends an asyncpg connection that is_closed() already says is
-    # closed (seen in 1 run of 7: after the server ended its sessions).
-    "checkout: AsyncPool-asyncpg: closed": "issue 11 item 4 (asyncpg: a closed connection lent)",
-    # 2-3.5 s after a ~3 s outage (restart -m immediate), breaker or not; up to
-    # ~4.9 s for a Database after a 0.5-1.2 s restart that opened its breaker.
-    "recovery: ": "issue 11 item 5 (slow recovery after a longer outage; the breaker holds it)",
+    # Empty: every defect the soak found (issue 11 items 2, 4, 5 and 11) is
+    # fixed. Add "violation prefix": "issue N item M (...)" to track a new one.
 }
 
 

@@ -250,15 +250,11 @@ class AsyncConnector:
             return self.safe(exc)
         return None
 
-    def clean_already(self, conn: Any, raw: bool) -> bool:
-        """Whether a returned connection can go straight back (no I/O): idle,
-        client-side attributes untouched, and no reset to run (``raw``: it was
-        lent as is, so the preset applies; a `Database` statement's is not)."""
-        return (
-            (not raw or self.reset == "rollback")
-            and self.driver.status(conn) is _IDLE
-            and self.driver.pristine(conn)
-        )
+    @property
+    def resets_raw(self) -> bool:
+        """Whether a connection lent raw gets a round trip at return (a
+        ``reset`` preset other than ``"rollback"``, or a callable)."""
+        return self.reset != "rollback"
 
     async def clean(self, conn: Any, raw: bool = True) -> bool:
         """Make a returned connection reusable; False if it must be discarded.

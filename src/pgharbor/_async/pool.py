@@ -86,7 +86,7 @@ _pools: weakref.WeakSet[AsyncPool] = weakref.WeakSet()
 # starting up or full, a timeout, a failing configure callback) are waited
 # out until the open timeout.
 _GIVE_UP = frozenset({"network", "dns", "tls", "auth", "database-missing"})
-_ENDED_WHILE_IDLE = "the connection was closed by the server while it sat idle"
+_ENDED_WHILE_IDLE = "the server closed the connection before it was lent"
 
 
 class AsyncPool:
@@ -211,6 +211,9 @@ class AsyncPool:
         )
         self._keeper = self._new_keeper()
         self._perform = self._keeper.perform
+        # What the return path asks, looked up once (it runs at every return).
+        self._reusable = self.connector.driver.reusable
+        self._resets_raw = self.connector.resets_raw
         self._deadlines = ADeadlines()  # expires waiters (one timer, not one each)
         self._opened = False
         self._pid = os.getpid()
@@ -415,6 +418,7 @@ class AsyncPool:
                 f"stale release: connection #{slot.id} of pool {self.name!r} was already "
                 "released by this caller and is now lent to another; nothing changed"
             )
+        slot.released_by, slot.owner = slot.owner, None
         if not self._put_back(slot, True):
             await self._release_slow(slot, True)
 
@@ -579,7 +583,14 @@ class AsyncPool:
                 slot = waiter.value
                 assert slot is not None
                 if not idle:
-                    break  # just returned or opened: lend it as it is
+                    # Just returned or opened: no verdict to apply, but the
+                    # server may have ended the session while its previous
+                    # holder sat on it (a FATAL after its last statement).
+                    if slot.watch is None or slot.watch():
+                        break
+                    self._lost(slot)
+                    slot = None
+                    continue
             # An idle connection: its checkout verdict applies, and the
             # checkout check (no round trip) before anything is sent.
             if await self._vet(slot):
@@ -597,12 +608,7 @@ class AsyncPool:
         st = self._state
         if slot.verdict == OK or slot.verdict == CHECK:
             if slot.watch is not None and not slot.watch():
-                # Dead without a round trip (the server's FATAL, or EOF, is
-                # waiting on the socket): as a failed check, but nothing sent.
-                self.observation.checked(monotonic(), _ENDED_WHILE_IDLE)
-                with self._lock:
-                    io = st.lost(slot, monotonic())
-                self._perform(io)
+                self._lost(slot)
                 return False
             if slot.verdict == OK:
                 return True
@@ -626,15 +632,24 @@ class AsyncPool:
         self._perform(io)
         return False
 
+    def _lost(self, slot: Slot) -> None:
+        """A lent slot failed the checkout check: dead without a round trip
+        (the server's FATAL, or EOF, is waiting on the socket). As a failed
+        check — its older siblings go too — but nothing was sent."""
+        self.observation.checked(monotonic(), _ENDED_WHILE_IDLE)
+        with self._lock:
+            io = self._state.lost(slot, monotonic())
+        self._perform(io)
+
     def _put_back(self, slot: Slot, raw: bool) -> bool:
         """Take back a connection that needs no cleaning, with no I/O; False
         if it does (then `_release_slow`). ``raw``: it was lent as is (not to
         run a `Database` statement), so the reset preset applies."""
-        slot.released_by, slot.owner = slot.owner, None
         if (
-            self._state.closed
+            (raw and self._resets_raw)
             or slot.leak_reported
-            or not self.connector.clean_already(slot.conn, raw)
+            or self._state.closed
+            or not self._reusable(slot.conn)
         ):
             return False
         now = monotonic()

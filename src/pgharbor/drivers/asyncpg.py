@@ -298,6 +298,10 @@ class AsyncpgDriver:
         """asyncpg has no client-side session attributes: always True."""
         return True
 
+    def reusable(self, conn: Any) -> bool:
+        """Open, not cancelling, no transaction (asyncpg's cached status)."""
+        return not (conn.is_closed() or conn.is_in_transaction() or _is_cancelling(conn))
+
     async def restore(self, conn: Any) -> None:
         """Nothing to restore (see `pristine`)."""
 

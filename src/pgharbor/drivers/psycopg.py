@@ -37,6 +37,7 @@ _STATUS = {
     _TS.UNKNOWN: ConnStatus.BROKEN,
 }
 _BAD = pq.ConnStatus.BAD
+_TS_IDLE = _TS.IDLE
 _FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
 _LIBPQ_MIN_CONNECT_TIMEOUT = 2  # libpq (and psycopg) round anything lower up to 2 s
 
@@ -235,6 +236,18 @@ class _Common:
         properties cost five times as much, on every return to the pool."""
         return (
             conn._autocommit is True
+            and conn._isolation_level is None
+            and conn._read_only is None
+            and conn._deferrable is None
+        )
+
+    def reusable(self, conn: Any) -> bool:
+        """Idle and pristine, in one call (the return path's question)."""
+        pgconn = conn.pgconn
+        return (
+            pgconn.transaction_status == _TS_IDLE
+            and pgconn.status != _BAD
+            and conn._autocommit is True
             and conn._isolation_level is None
             and conn._read_only is None
             and conn._deferrable is None

@@ -40,6 +40,7 @@ _STATUS = {
     ext.TRANSACTION_STATUS_ACTIVE: ConnStatus.ACTIVE,
     ext.TRANSACTION_STATUS_UNKNOWN: ConnStatus.BROKEN,
 }
+_TS_IDLE = ext.TRANSACTION_STATUS_IDLE
 _PGRES_FATAL_ERROR = 7
 _PG_DIAG_SQLSTATE = ord("C")
 
@@ -253,6 +254,17 @@ class Psycopg2Driver:
         """Autocommit on, no isolation level, read-only or deferrable set."""
         return (
             conn.autocommit is True
+            and conn.isolation_level is None
+            and conn.readonly is None
+            and conn.deferrable is None
+        )
+
+    def reusable(self, conn: Any) -> bool:
+        """Idle and pristine, in one call (the return path's question)."""
+        return (
+            not conn.closed
+            and conn.get_transaction_status() == _TS_IDLE
+            and conn.autocommit is True
             and conn.isolation_level is None
             and conn.readonly is None
             and conn.deferrable is None
