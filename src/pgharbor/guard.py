@@ -264,7 +264,7 @@ class Guard:
         known = {f.name for f in dataclasses.fields(cls)}
         for key in values:
             if key not in known:
-                raise ConfigError(f"guard.{key}", f"is not a guard option ({', '.join(known)})")
+                raise ConfigError(key, f"is not a guard option ({', '.join(known)})")
         data = dict(values)
         for key in ("allowed_schemas",):
             if isinstance(data.get(key), list):

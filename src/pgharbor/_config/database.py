@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from psycopg.conninfo import make_conninfo
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    InstanceOf,
+    PlainSerializer,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -26,6 +29,7 @@ from .._policy.options import PoolOptions
 from .._policy.retry import RetryPolicy
 from .._policy.routing import OPTIONS as ROUTER_OPTIONS
 from ..errors import ConfigError
+from ..guard import Guard
 from .problems import to_config_error
 from .values import (
     GUC_NAME,
@@ -48,6 +52,31 @@ from .values import (
 )
 
 __all__ = ["BreakerSettings", "DatabaseSettings", "RetrySettings"]
+
+def _guard(value: Any) -> Any:
+    """A `Guard`, from itself or from a table of its options (TOML)."""
+    if value is None or isinstance(value, Guard):
+        return value
+    if isinstance(value, Mapping):
+        return Guard.from_mapping(dict(value))
+    raise ValueError("must be a pgharbor.Guard or a table of its options")
+
+
+def _guard_data(value: Guard | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    data = dataclasses.asdict(value)
+    data["allowed_schemas"] = None if value.allowed_schemas is None else list(value.allowed_schemas)
+    data["denied_functions"] = sorted(value.denied_functions)
+    return data
+
+
+#: The default `Guard` of a database (`Database.run_guarded`, `pgharbor mcp`).
+GuardSetting = Annotated[
+    InstanceOf[Guard] | None,
+    BeforeValidator(_guard),
+    PlainSerializer(_guard_data),
+]
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 SessionAttrs = Literal["any", "read-write", "read-only", "primary", "standby", "prefer-standby"]
@@ -262,6 +291,8 @@ class DatabaseSettings(_Strict):
     # -- observability -----------------------------------------------------------
     slow_query: OptionalSeconds = None
     log_parameters: Flag = False
+    # -- untrusted SQL (see pgharbor.guard) ------------------------------------------
+    guard: GuardSetting = None
 
     _URLS: ClassVar[tuple[str, ...]] = ("url", "primary")
 

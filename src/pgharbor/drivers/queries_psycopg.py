@@ -25,20 +25,22 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import psycopg
 from psycopg import errors as e
 from psycopg import sql as pgsql
 from psycopg.rows import no_result, tuple_row
 
-from pgharbor.drivers.query import Isolation, Row, row_class
+from pgharbor.drivers.query import Isolation, Row, Rows, row_class
 
 __all__ = [
     "AsyncPsycopgQueries",
     "PsycopgQueries",
     "begin_statement",
     "cached_row_class",
+    "limited",
     "run_with_timeout",
 ]
 
@@ -96,6 +98,24 @@ def begin_statement(isolation: Isolation | str | None, read_only: bool, deferrab
         # Only has an effect with SERIALIZABLE READ ONLY; the server accepts it anywhere.
         text += " DEFERRABLE"
     return text
+
+
+#: Name of the server-side cursor bounded fetches declare (one at a time per
+#: connection, closed before the call returns).
+CURSOR_NAME = "pgharbor_cursor"
+
+
+def limited(rows: list[Row], names: Sequence[str], max_rows: int | None, rowcount: int) -> Rows:
+    """`Rows` from ``rows`` fetched with a cap of ``max_rows + 1``: the extra
+    row only says that there were more."""
+    truncated = max_rows is not None and len(rows) > max_rows
+    if truncated:
+        del rows[max_rows:]
+    return Rows(rows, columns=names, truncated=truncated, rowcount=rowcount)
+
+
+def _names(cur: Any) -> list[str]:
+    return [col.name for col in cur.description or ()]
 
 
 class _StatementTimer:
@@ -220,6 +240,8 @@ def _cut_error(timeout: float) -> TimeoutError:
 # -- psycopg ---------------------------------------------------------------------
 
 _CANCEL_TIMEOUT = 5.0  # as psycopg's own cancel on Ctrl-C
+# Rows per result when streaming: chunked rows need libpq >= 17, else one by one.
+_STREAM_SIZE = 256 if psycopg.capabilities.has_stream_chunked() else 1
 
 
 def _row_factory(cursor: Any) -> Any:
@@ -336,6 +358,51 @@ def _copy(conn: Any, statement: Any, records: Iterable[Sequence[Any]]) -> int:
     return int(cur.rowcount)  # from the server's "COPY n"
 
 
+def _fetch_limited(
+    conn: Any, sql: str, params: Any, max_rows: int | None, cursor: bool
+) -> Rows:
+    if cursor:
+        # DECLARE is sent with the extended protocol (psycopg forces it for
+        # server cursors): a second statement in ``sql`` is a server error.
+        with conn.cursor(name=CURSOR_NAME, row_factory=_row_factory) as cur:
+            cur.execute(sql, params)
+            rows = cur.fetchall() if max_rows is None else cur.fetchmany(max_rows + 1)
+            return limited(rows, _names(cur), max_rows, -1)
+    cur = conn.cursor(row_factory=_row_factory)
+    kept: list[Row] = []
+    # stream() is sent with the extended protocol too; every row is read
+    # (EXPLAIN, SHOW and RETURNING results), the ones past the cap dropped.
+    for row in cur.stream(sql, params, size=_STREAM_SIZE):
+        if max_rows is None or len(kept) <= max_rows:
+            kept.append(row)
+    return limited(kept, _names(cur), max_rows, int(cur.rowcount))
+
+
+def _stream(
+    conn: Any, sql: str, params: Any, batch_size: int, timeout: float | None
+) -> Iterator[list[Row]]:
+    with conn.cursor(name=CURSOR_NAME, row_factory=_row_factory) as cur:
+        if timeout is None:
+            cur.execute(sql, params)
+        else:
+            _timed(conn, timeout, cur.execute, sql, params)
+        while True:
+            if timeout is None:
+                batch = cur.fetchmany(batch_size)
+            else:
+                batch = _timed(conn, timeout, cur.fetchmany, batch_size)
+            if not batch:
+                return
+            yield batch
+
+
+def _close(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
 class PsycopgQueries:
     """The query protocol on a blocking ``psycopg.Connection`` (autocommit).
 
@@ -426,6 +493,41 @@ class PsycopgQueries:
         """Send ``ROLLBACK`` (psycopg sees it and clears its prepared-statement cache)."""
         conn.execute("ROLLBACK", prepare=False)
 
+    # -- bounded results -------------------------------------------------------
+
+    def fetch_limited(
+        self,
+        conn: Any,
+        sql: str,
+        params: Any,
+        max_rows: int | None,
+        timeout: float | None,
+        cursor: bool,
+    ) -> Rows:
+        """One statement, extended protocol, at most ``max_rows`` rows (see
+        `pgharbor.drivers.query.Queries`); with ``cursor`` a server-side
+        cursor (a transaction must be open)."""
+        if timeout is None:
+            return _fetch_limited(conn, sql, params, max_rows, cursor)
+        return _timed(conn, timeout, _fetch_limited, conn, sql, params, max_rows, cursor)
+
+    def stream(
+        self, conn: Any, sql: str, params: Any, batch_size: int, timeout: float | None
+    ) -> Iterator[list[Row]]:
+        """Batches of rows through a server-side cursor (a transaction must be open)."""
+        return _stream(conn, sql, params, batch_size, timeout)
+
+    def render(self, conn: Any, sql: str, params: Any) -> tuple[str, str, Any]:
+        """The text with parameters inlined (for the guard to parse; psycopg
+        itself sends them separately), and ``sql``/``params`` unchanged."""
+        if params is None:
+            return sql, sql, None
+        return psycopg.ClientCursor(conn).mogrify(sql, params), sql, params
+
+    def close(self, conn: Any) -> None:
+        """Close the connection (the pool then discards it); never raises."""
+        _close(conn)
+
 
 # -- psycopg async ----------------------------------------------------------------
 
@@ -461,6 +563,43 @@ async def _acopy(conn: Any, statement: Any, records: Iterable[Sequence[Any]]) ->
         for record in records:
             await copy.write_row(record)
     return int(cur.rowcount)
+
+
+async def _afetch_limited(
+    conn: Any, sql: str, params: Any, max_rows: int | None, cursor: bool
+) -> Rows:
+    if cursor:
+        async with conn.cursor(name=CURSOR_NAME, row_factory=_row_factory) as cur:
+            await cur.execute(sql, params)
+            if max_rows is None:
+                rows = await cur.fetchall()
+            else:
+                rows = await cur.fetchmany(max_rows + 1)
+            return limited(rows, _names(cur), max_rows, -1)
+    cur = conn.cursor(row_factory=_row_factory)
+    kept: list[Row] = []
+    async for row in cur.stream(sql, params, size=_STREAM_SIZE):
+        if max_rows is None or len(kept) <= max_rows:
+            kept.append(row)
+    return limited(kept, _names(cur), max_rows, int(cur.rowcount))
+
+
+async def _astream(
+    conn: Any, sql: str, params: Any, batch_size: int, timeout: float | None
+) -> AsyncIterator[list[Row]]:
+    async with conn.cursor(name=CURSOR_NAME, row_factory=_row_factory) as cur:
+        if timeout is None:
+            await cur.execute(sql, params)
+        else:
+            await _abounded(conn, timeout, lambda _c: cur.execute(sql, params))
+        while True:
+            if timeout is None:
+                batch = await cur.fetchmany(batch_size)
+            else:
+                batch = await _abounded(conn, timeout, lambda _c: cur.fetchmany(batch_size))
+            if not batch:
+                return
+            yield batch
 
 
 class AsyncPsycopgQueries:
@@ -542,3 +681,40 @@ class AsyncPsycopgQueries:
     async def rollback(self, conn: Any) -> None:
         """Send ``ROLLBACK`` (psycopg sees it and clears its prepared-statement cache)."""
         await conn.execute("ROLLBACK", prepare=False)
+
+    # -- bounded results -------------------------------------------------------
+
+    async def fetch_limited(
+        self,
+        conn: Any,
+        sql: str,
+        params: Any,
+        max_rows: int | None,
+        timeout: float | None,
+        cursor: bool,
+    ) -> Rows:
+        """One statement, extended protocol, at most ``max_rows`` rows (see
+        `pgharbor.drivers.query.AsyncQueries`); with ``cursor`` a server-side
+        cursor (a transaction must be open)."""
+        if timeout is None:
+            return await _afetch_limited(conn, sql, params, max_rows, cursor)
+        return await _abounded(conn, timeout, _afetch_limited, sql, params, max_rows, cursor)
+
+    def stream(
+        self, conn: Any, sql: str, params: Any, batch_size: int, timeout: float | None
+    ) -> AsyncIterator[list[Row]]:
+        """Batches of rows through a server-side cursor (a transaction must be open)."""
+        return _astream(conn, sql, params, batch_size, timeout)
+
+    def render(self, conn: Any, sql: str, params: Any) -> tuple[str, str, Any]:
+        """As `PsycopgQueries.render`."""
+        if params is None:
+            return sql, sql, None
+        return psycopg.AsyncClientCursor(conn).mogrify(sql, params), sql, params
+
+    async def close(self, conn: Any) -> None:
+        """Close the connection (the pool then discards it); never raises."""
+        try:
+            await conn.close()
+        except Exception:
+            pass
