@@ -15,7 +15,7 @@ HarborError(Exception)                    root of everything pgharbor raises
 │   └── AuthenticationFailed              28xxx: wrong password, unknown role, no pg_hba entry
 ├── UnsupportedServerVersion              the server is older than the supported minimum
 ├── InsufficientPrivileges                required privileges are missing; .missing lists them
-├── GuardRefused                          SQL from an untrusted caller broke a guard rule; .rule names it
+├── GuardRefused                          untrusted SQL broke a guard rule; .rule names it
 └── CommitOutcomeUnknown                  the connection was lost while COMMIT was in flight
 ```
 

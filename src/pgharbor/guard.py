@@ -309,11 +309,9 @@ class Guard:
         if name == "ExplainStmt":
             for option in body.get("options", []):
                 opt = option.get("DefElem", {})
-                if opt.get("defname") == "analyze" and _truthy(opt.get("arg")):
-                    if not self.allow_writes:
-                        raise GuardRefused(
-                            "explain-analyze", "EXPLAIN ANALYZE runs the statement"
-                        )
+                analyze = opt.get("defname") == "analyze" and _truthy(opt.get("arg"))
+                if analyze and not self.allow_writes:
+                    raise GuardRefused("explain-analyze", "EXPLAIN ANALYZE runs the statement")
             return "explain"
         if name in _WRITES:
             if not self.allow_writes:
@@ -514,4 +512,3 @@ def _dollar_params(text: str) -> str:
         out.append(ch)
         i += 1
     return "".join(out)
-

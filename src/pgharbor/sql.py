@@ -41,7 +41,7 @@ import decimal
 import math
 import string
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pglast import keywords as _kw
@@ -59,9 +59,7 @@ __all__ = [
 
 _DRIVERS = ("psycopg", "psycopg2", "asyncpg")
 # Words that must be quoted to be used as names: every keyword but the unreserved.
-_KEYWORDS = frozenset(
-    _kw.RESERVED_KEYWORDS | _kw.COL_NAME_KEYWORDS | _kw.TYPE_FUNC_NAME_KEYWORDS
-)
+_KEYWORDS = frozenset(_kw.RESERVED_KEYWORDS | _kw.COL_NAME_KEYWORDS | _kw.TYPE_FUNC_NAME_KEYWORDS)
 _SAFE_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz_")
 _SAFE_REST = _SAFE_FIRST | frozenset("0123456789")
 
@@ -81,11 +79,7 @@ def quote_ident(name: str) -> str:
         raise ValueError("an identifier cannot be empty")
     if "\x00" in name:
         raise ValueError("an identifier cannot contain NUL characters")
-    if (
-        name[0] in _SAFE_FIRST
-        and all(ch in _SAFE_REST for ch in name)
-        and name not in _KEYWORDS
-    ):
+    if name[0] in _SAFE_FIRST and all(ch in _SAFE_REST for ch in name) and name not in _KEYWORDS:
         return name
     return '"' + name.replace('"', '""') + '"'
 
@@ -371,8 +365,10 @@ class Literal(Composable):
         return f"Literal({self.value!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Literal) and type(self.value) is type(other.value) and (
-            self.value == other.value
+        return (
+            isinstance(other, Literal)
+            and type(self.value) is type(other.value)
+            and (self.value == other.value)
         )
 
     def __hash__(self) -> int:
@@ -410,4 +406,3 @@ class Placeholder(Composable):
 
     def __hash__(self) -> int:
         return hash(("Placeholder", self.name))
-

@@ -71,14 +71,14 @@ CREATE PROCEDURE evil_proc() LANGUAGE plpgsql
 _X = "refused|error"
 
 CASES: list[Escape] = [
-    # -- several statements in one text ------------------------------------------------
+    # -- several statements in one text ---------------------------------------------------
     Escape("multi-drop", "SELECT 1; DROP TABLE victim", "refused:one-statement"),
     Escape("multi-commit-drop", "SELECT 1; COMMIT; DROP TABLE victim", "refused:one-statement"),
     Escape("commit-first", "COMMIT; DROP TABLE victim; SELECT 1", "refused:one-statement"),
     Escape("multi-newline", "SELECT 1\n;\nDELETE FROM victim", "refused:one-statement"),
     Escape("multi-set", "SELECT 1; SET statement_timeout = 0", "refused:one-statement"),
     Escape("multi-empty-tail", "SELECT 1;;", "ok"),
-    # -- transaction control -------------------------------------------------------------
+    # -- transaction control --------------------------------------------------------------
     Escape("commit", "COMMIT", "refused:transaction-control"),
     Escape("end", "END", "refused:transaction-control"),
     Escape("rollback", "ROLLBACK", "refused:transaction-control"),
@@ -89,29 +89,30 @@ CASES: list[Escape] = [
     Escape("savepoint", "SAVEPOINT s", "refused:transaction-control"),
     Escape("prepare-transaction", "PREPARE TRANSACTION 'x'", "refused:transaction-control"),
     Escape("set-transaction", "SET TRANSACTION READ WRITE", "refused:session-change"),
-    # -- session settings --------------------------------------------------------------------
+    # -- session settings -----------------------------------------------------------------
     Escape(
         "session-characteristics",
         "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
         "refused:session-change",
     ),
-    Escape("set-read-only-off", "SET default_transaction_read_only = off", "refused:session-change"),
+    Escape(
+        "set-read-only-off", "SET default_transaction_read_only = off", "refused:session-change"
+    ),
     Escape("set-timeout", "SET statement_timeout = 0", "refused:session-change"),
     Escape("set-local", "SET LOCAL statement_timeout = 0", "refused:session-change"),
     Escape("set-role", "SET ROLE postgres", "refused:session-change"),
     Escape("set-session-auth", "SET SESSION AUTHORIZATION postgres", "refused:session-change"),
     Escape("reset-all", "RESET ALL", "refused:session-change"),
     Escape("discard-all", "DISCARD ALL", "refused:session-change"),
-    Escape(
-        "set-config", "SELECT set_config('statement_timeout', '0', false)", "refused:function"
-    ),
+    Escape("set-config", "SELECT set_config('statement_timeout', '0', false)", "refused:function"),
     Escape(
         "set-config-qualified",
         "SELECT pg_catalog.set_config('default_transaction_read_only', 'off', false)",
         "refused:function",
     ),
     Escape(
-        "set-config-quoted", "SELECT \"set_config\"('statement_timeout', '0', false)",
+        "set-config-quoted",
+        "SELECT \"set_config\"('statement_timeout', '0', false)",
         "refused:function",
     ),
     Escape(
@@ -136,11 +137,11 @@ CASES: list[Escape] = [
     ),
     Escape("set-config-in-function", "SELECT evil_session()", "ok"),
     Escape("set-role-in-function", "SELECT evil_role()", "ok"),
-    # -- procedural code ----------------------------------------------------------------------
+    # -- procedural code ------------------------------------------------------------------
     Escape("do-block", "DO $$BEGIN EXECUTE 'DROP TABLE victim'; END$$", "refused:statement-kind"),
     Escape("call", "CALL evil_proc()", "refused:statement-kind"),
     Escape("write-in-function", "SELECT evil_delete()", "error"),
-    # -- writes hidden in reads ---------------------------------------------------------------
+    # -- writes hidden in reads -----------------------------------------------------------
     Escape(
         "cte-delete",
         "WITH gone AS (DELETE FROM victim RETURNING *) SELECT * FROM gone",
@@ -177,7 +178,7 @@ CASES: list[Escape] = [
     Escape("vacuum", "VACUUM victim", "refused:statement-kind"),
     Escape("checkpoint", "CHECKPOINT", "refused:statement-kind"),
     Escape("load", "LOAD 'plpgsql'", "refused:statement-kind"),
-    # -- locks ---------------------------------------------------------------------------------------
+    # -- locks ----------------------------------------------------------------------------
     Escape("for-update", "SELECT * FROM victim FOR UPDATE", "refused:locking"),
     Escape(
         "for-no-key-update-skip",
@@ -190,8 +191,10 @@ CASES: list[Escape] = [
     Escape("advisory-try-lock", "SELECT pg_try_advisory_lock(42)", "refused:function"),
     Escape("advisory-xact-lock", "VALUES (pg_advisory_xact_lock(42))", "refused:function"),
     Escape("advisory-lock-in-function", "SELECT evil_lock()", "ok"),
-    # -- EXPLAIN -----------------------------------------------------------------------------------
-    Escape("explain-analyze-delete", "EXPLAIN ANALYZE DELETE FROM victim", "refused:explain-analyze"),
+    # -- EXPLAIN --------------------------------------------------------------------------
+    Escape(
+        "explain-analyze-delete", "EXPLAIN ANALYZE DELETE FROM victim", "refused:explain-analyze"
+    ),
     Escape(
         "explain-analyze-options",
         "EXPLAIN (ANALYZE, FORMAT JSON) DELETE FROM victim",
@@ -202,12 +205,10 @@ CASES: list[Escape] = [
     ),
     Escape("explain-delete", "EXPLAIN DELETE FROM victim", "refused:statement-kind"),
     Escape("explain-execute", "EXPLAIN EXECUTE p", "refused:statement-kind"),
-    Escape(
-        "explain-create-as", "EXPLAIN CREATE TABLE pwned AS SELECT 1", "refused:statement-kind"
-    ),
+    Escape("explain-create-as", "EXPLAIN CREATE TABLE pwned AS SELECT 1", "refused:statement-kind"),
     Escape("explain-select", "EXPLAIN SELECT * FROM victim", "ok"),
     Escape("explain-analyze-off", "EXPLAIN (ANALYZE false) SELECT 1", "ok"),
-    # -- session objects ---------------------------------------------------------------------------
+    # -- session objects ------------------------------------------------------------------
     Escape("prepare", "PREPARE p AS DELETE FROM victim", "refused:statement-kind"),
     Escape("execute", "EXECUTE p", "refused:statement-kind"),
     Escape("deallocate", "DEALLOCATE ALL", "refused:statement-kind"),
@@ -219,11 +220,14 @@ CASES: list[Escape] = [
     Escape("listen-in-function", "SELECT evil_listen()", "ok"),
     Escape("prepare-in-function", "SELECT evil_prepare()", "ok"),
     Escape("hold-cursor-in-function", "SELECT evil_hold()", "ok"),
-    # -- functions with side effects -----------------------------------------------------------
+    # -- functions with side effects ------------------------------------------------------
     Escape("nextval", "SELECT nextval('seq')", "refused:function"),
     Escape("setval", "SELECT setval('seq', 100)", "refused:function"),
-    Escape("nextval-lateral", "SELECT * FROM victim, LATERAL (SELECT nextval('seq')) s",
-           "refused:function"),
+    Escape(
+        "nextval-lateral",
+        "SELECT * FROM victim, LATERAL (SELECT nextval('seq')) s",
+        "refused:function",
+    ),
     Escape("terminate", "SELECT pg_terminate_backend(pg_backend_pid())", "refused:function"),
     Escape("cancel", "SELECT pg_cancel_backend(pid) FROM pg_stat_activity", "refused:function"),
     Escape("reload-conf", "SELECT pg_reload_conf()", "refused:function"),
@@ -231,7 +235,9 @@ CASES: list[Escape] = [
     Escape("lo-export", "SELECT lo_export(0, '/tmp/pgharbor-pwned')", "refused:function"),
     Escape("lo-from-bytea", "SELECT lo_from_bytea(0, 'x')", "refused:function"),
     Escape("read-file", "SELECT pg_read_file('/etc/hostname')", "refused:function"),
-    Escape("read-file-attribute", "SELECT ('/etc/hostname'::text).pg_read_file", "refused:function"),
+    Escape(
+        "read-file-attribute", "SELECT ('/etc/hostname'::text).pg_read_file", "refused:function"
+    ),
     Escape("ls-dir", "SELECT pg_ls_dir('.')", "refused:function"),
     Escape(
         "dblink",
@@ -244,21 +250,25 @@ CASES: list[Escape] = [
         "SELECT query_to_xml('DELETE FROM victim RETURNING 1', true, true, '')",
         "refused:function",
     ),
-    Escape("ts-stat", "SELECT * FROM ts_stat('DELETE FROM victim RETURNING NULL')",
-           "refused:function"),
+    Escape(
+        "ts-stat", "SELECT * FROM ts_stat('DELETE FROM victim RETURNING NULL')", "refused:function"
+    ),
     Escape("sleep-past-timeout", "SELECT pg_sleep(5)", "timeout"),
     Escape(
         "recursive-forever",
         "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
         "timeout",
     ),
-    # -- COPY ------------------------------------------------------------------------------------------
-    Escape("copy-to-program", "COPY victim TO PROGRAM 'touch /tmp/pgharbor-pwned'",
-           "refused:statement-kind"),
+    # -- COPY -----------------------------------------------------------------------------
+    Escape(
+        "copy-to-program",
+        "COPY victim TO PROGRAM 'touch /tmp/pgharbor-pwned'",
+        "refused:statement-kind",
+    ),
     Escape("copy-from-program", "COPY victim FROM PROGRAM 'echo 2'", "refused:statement-kind"),
     Escape("copy-to-file", "COPY (SELECT 1) TO '/tmp/pgharbor-pwned'", "refused:statement-kind"),
     Escape("copy-to-stdout", "COPY victim TO STDOUT", "refused:statement-kind"),
-    # -- lexical tricks -------------------------------------------------------------------------------
+    # -- lexical tricks -------------------------------------------------------------------
     Escape("block-comment", "SELECT 1 /* ; COMMIT; DROP TABLE victim */", "ok"),
     Escape("nested-comment", "/* /* */ COMMIT; DROP TABLE victim; */ SELECT 1", "ok"),
     Escape("line-comment", "SELECT 1 -- ; DROP TABLE victim", "ok"),
@@ -266,7 +276,7 @@ CASES: list[Escape] = [
     Escape("tagged-dollar-quote", "SELECT $a$ $$ ; DROP TABLE victim; $a$", "ok"),
     Escape("escape-string", "SELECT E'\\'; DROP TABLE victim; --'", "ok"),
     Escape("unicode-string", "SELECT U&'\\0027; DROP TABLE victim; --'", "ok"),
-    Escape("quoted-identifier", "SELECT 1 AS \"; COMMIT; DROP TABLE victim; --\"", "ok"),
+    Escape("quoted-identifier", 'SELECT 1 AS "; COMMIT; DROP TABLE victim; --"', "ok"),
     Escape("string-continuation", "SELECT 'a'\n'; DROP TABLE victim'", "ok"),
     Escape("mixed-case-keywords", "sElEcT/**/1", "ok"),
     Escape("byte-order-mark", "\ufeffSELECT 1; DROP TABLE victim", "refused:syntax"),
@@ -283,7 +293,7 @@ CASES: list[Escape] = [
     Escape("empty", "", "refused:text"),
     Escape("only-semicolons", ";;;", "refused:text"),
     Escape("only-comment", "-- nothing", "refused:text"),
-    # -- size ---------------------------------------------------------------------------------------------
+    # -- size -----------------------------------------------------------------------------
     Escape("huge-result", "SELECT generate_series(1, 1000000000) AS g", "ok", truncated=True),
     Escape(
         "huge-cross-join",
@@ -294,7 +304,7 @@ CASES: list[Escape] = [
     Escape("long-text", "SELECT 1" + " " * 200_000, "refused:text"),
     Escape("nul-byte", "SELECT 1\x00; DROP TABLE victim", "refused:text"),
     Escape("deep-nesting", "SELECT " + "(" * 20_000 + "1" + ")" * 20_000, _X),
-    # -- plain reads stay possible ------------------------------------------------------------------
+    # -- plain reads stay possible --------------------------------------------------------
     Escape("select", "SELECT * FROM victim", "ok", truncated=False),
     Escape("table", "TABLE victim", "ok"),
     Escape("values", "VALUES (1), (2)", "ok"),

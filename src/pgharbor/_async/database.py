@@ -404,7 +404,9 @@ class AsyncDatabase:
         """
         return guarded.stream(self, query, params, batch_size, timeout, route)
 
-    async def run_guarded(self, sql: str, params: Any = None, *, guard: Guard | None = None) -> Rows:
+    async def run_guarded(
+        self, sql: str, params: Any = None, *, guard: Guard | None = None
+    ) -> Rows:
         """Run SQL from an untrusted caller behind ``guard`` (default: the
         database's ``guard`` setting, else a read-only `Guard()`).
 

@@ -53,6 +53,7 @@ from .values import (
 
 __all__ = ["BreakerSettings", "DatabaseSettings", "RetrySettings"]
 
+
 def _guard(value: Any) -> Any:
     """A `Guard`, from itself or from a table of its options (TOML)."""
     if value is None or isinstance(value, Guard):

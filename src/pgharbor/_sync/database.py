@@ -406,7 +406,9 @@ class Database:
         """
         return guarded.stream(self, query, params, batch_size, timeout, route)
 
-    def run_guarded(self, sql: str, params: Any = None, *, guard: Guard | None = None) -> Rows:
+    def run_guarded(
+        self, sql: str, params: Any = None, *, guard: Guard | None = None
+    ) -> Rows:
         """Run SQL from an untrusted caller behind ``guard`` (default: the
         database's ``guard`` setting, else a read-only `Guard()`).
 

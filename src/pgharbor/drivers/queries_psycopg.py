@@ -240,8 +240,6 @@ def _cut_error(timeout: float) -> TimeoutError:
 # -- psycopg ---------------------------------------------------------------------
 
 _CANCEL_TIMEOUT = 5.0  # as psycopg's own cancel on Ctrl-C
-# Rows per result when streaming: chunked rows need libpq >= 17, else one by one.
-_STREAM_SIZE = 256 if psycopg.capabilities.has_stream_chunked() else 1
 
 
 def _row_factory(cursor: Any) -> Any:
@@ -358,9 +356,7 @@ def _copy(conn: Any, statement: Any, records: Iterable[Sequence[Any]]) -> int:
     return int(cur.rowcount)  # from the server's "COPY n"
 
 
-def _fetch_limited(
-    conn: Any, sql: str, params: Any, max_rows: int | None, cursor: bool
-) -> Rows:
+def _fetch_limited(conn: Any, sql: str, params: Any, max_rows: int | None, cursor: bool) -> Rows:
     if cursor:
         # DECLARE is sent with the extended protocol (psycopg forces it for
         # server cursors): a second statement in ``sql`` is a server error.
@@ -368,14 +364,14 @@ def _fetch_limited(
             cur.execute(sql, params)
             rows = cur.fetchall() if max_rows is None else cur.fetchmany(max_rows + 1)
             return limited(rows, _names(cur), max_rows, -1)
+    # Pipeline mode always uses the extended protocol (one statement, the
+    # unnamed prepared statement): every row is read (EXPLAIN, SHOW and
+    # RETURNING results), the ones past the cap dropped.
     cur = conn.cursor(row_factory=_row_factory)
-    kept: list[Row] = []
-    # stream() is sent with the extended protocol too; every row is read
-    # (EXPLAIN, SHOW and RETURNING results), the ones past the cap dropped.
-    for row in cur.stream(sql, params, size=_STREAM_SIZE):
-        if max_rows is None or len(kept) <= max_rows:
-            kept.append(row)
-    return limited(kept, _names(cur), max_rows, int(cur.rowcount))
+    with conn.pipeline():
+        cur.execute(sql, params)
+    rows = cur.fetchall() if cur.description is not None else []
+    return limited(rows, _names(cur), max_rows, int(cur.rowcount))
 
 
 def _stream(
@@ -577,11 +573,10 @@ async def _afetch_limited(
                 rows = await cur.fetchmany(max_rows + 1)
             return limited(rows, _names(cur), max_rows, -1)
     cur = conn.cursor(row_factory=_row_factory)
-    kept: list[Row] = []
-    async for row in cur.stream(sql, params, size=_STREAM_SIZE):
-        if max_rows is None or len(kept) <= max_rows:
-            kept.append(row)
-    return limited(kept, _names(cur), max_rows, int(cur.rowcount))
+    async with conn.pipeline():
+        await cur.execute(sql, params)
+    rows = await cur.fetchall() if cur.description is not None else []
+    return limited(rows, _names(cur), max_rows, int(cur.rowcount))
 
 
 async def _astream(
