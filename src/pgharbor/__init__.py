@@ -25,13 +25,14 @@ if TYPE_CHECKING:
     from pgharbor._sync.pool import Pool
     from pgharbor.checks import CheckReport, DatabaseCheck
     from pgharbor.config import DatabaseSettings, HarborSettings, load_settings
-    from pgharbor.drivers.query import Isolation, Row
+    from pgharbor.drivers.query import Isolation, Row, Rows
     from pgharbor.errors import (
         AuthenticationFailed,
         CircuitOpen,
         CommitOutcomeUnknown,
         ConfigError,
         ConnectionFailed,
+        GuardRefused,
         HarborError,
         InsufficientPrivileges,
         NoAvailableServer,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
         TooManyRequests,
         UnsupportedServerVersion,
     )
+    from pgharbor.guard import Guard
     from pgharbor.metrics import Event, MetricsSink
     from pgharbor.version import ServerVersion
 
@@ -70,6 +72,8 @@ __all__ = [
     "DatabaseManager",
     "DatabaseSettings",
     "Event",
+    "Guard",
+    "GuardRefused",
     "HarborError",
     "HarborSettings",
     "HealthReport",
@@ -85,6 +89,7 @@ __all__ = [
     "PoolTimeout",
     "RetryPolicy",
     "Row",
+    "Rows",
     "ServerVersion",
     "TooManyRequests",
     "Transaction",
@@ -114,6 +119,9 @@ _HOMES = {
     "HarborSettings": "pgharbor.config",
     "Isolation": "pgharbor.drivers.query",
     "Row": "pgharbor.drivers.query",
+    "Rows": "pgharbor.drivers.query",
+    "Guard": "pgharbor.guard",
+    "GuardRefused": _ERRORS,
     "ServerVersion": "pgharbor.version",
     "Transaction": "pgharbor._sync.database",
     "load_settings": "pgharbor.config",
