@@ -104,9 +104,9 @@ def test_negative_number_cannot_start_a_comment() -> None:
 
 def test_format_fills_fields_with_composables_only() -> None:
     """format takes {}, {0} and {name} fields; plain strings are refused."""
-    q = SQL("SELECT {} FROM {t} WHERE {0} = {v}")
+    mixed = SQL("SELECT {} FROM {t} WHERE {0} = {v}")
     with pytest.raises(ValueError):
-        q.format(Identifier("a"), t=Identifier("t"), v=Literal(1))  # auto and numbered
+        mixed.format(Identifier("a"), t=Identifier("t"), v=Literal(1))  # auto and numbered
     q = SQL("SELECT {0} FROM {t} WHERE {0} = {v}").format(
         Identifier("Id"), t=Identifier("t"), v=Literal(1)
     )
