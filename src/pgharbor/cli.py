@@ -66,6 +66,13 @@ def _render_report(report: CheckReport, console: Console) -> None:
             )
         for missing in d.privileges_missing:
             table.add_row("", f"[red]missing: {escape(missing)}[/red]")
+        if d.can_write is not None:
+            table.add_row(
+                "writes",
+                "[yellow]the role can write[/yellow]" if d.can_write else "read-only role",
+            )
+        for access in d.write_access:
+            table.add_row("", f"[yellow]{escape(access)}[/yellow]")
         if d.max_connections is not None:
             table.add_row(
                 "connections", f"pool max {d.pool_max_size} of server max {d.max_connections}"
