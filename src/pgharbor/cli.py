@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._cli import bench as _bench
+from ._cli import mcp as _mcp
 from ._cli import top as _top
 from ._cli.targets import resolve_targets
 from .checks import CheckReport, DatabaseCheck
@@ -151,6 +152,7 @@ def _check_all(named: dict[str, Any], timeout: float) -> CheckReport:
 
 app.command("top")(_top.top)
 app.command("bench")(_bench.bench)
+app.command("mcp")(_mcp.mcp)
 
 
 @app.callback()
