@@ -102,7 +102,7 @@ async def mcp_session(config: Path) -> AsyncIterator[ClientSession]:
         command=sys.executable,
         args=["-c", "from pgharbor.cli import main; main()", "mcp", "--config", str(config)],
     )
-    with open(Path(config).with_suffix(".stderr"), "w") as errlog:
+    with open(Path(config).with_suffix(".stderr"), "w") as errlog:  # noqa: ASYNC230 (once)
         async with (
             stdio_client(params, errlog=errlog) as (read, write),
             ClientSession(read, write) as session,
