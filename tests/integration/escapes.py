@@ -19,9 +19,17 @@ session the next caller gets has the server's defaults (statement_timeout,
 read-only mode, role, no LISTEN, no prepared statements, no cursors).
 
 ``{p}`` in a text stands for the driver's first placeholder (``%s`` or ``$1``).
-Sources: the issue's own probes; the archived reference PostgreSQL MCP server
-(``COMMIT`` inside the text of a ``BEGIN READ ONLY`` transaction); reports
-on other PostgreSQL MCP servers and SQL guards (see docs/untrusted-sql.md).
+Sources: the issue's own probes; public reports on PostgreSQL MCP servers:
+the archived reference server (``COMMIT; DROP ...`` inside its ``BEGIN READ
+ONLY`` transaction, modelcontextprotocol/servers#1889), pgEdge's server
+(``READ WRITE`` transaction forms and a leading comment reaching the simple
+protocol, pgedge-postgres-mcp#196), pg-mcp-server (a leading comment hides a
+write from a first-word check, ericzakariasson/pg-mcp-server#3),
+postgres-mcp's restricted mode (``SELECT * FROM pg_read_file(...)``: a
+function in FROM escaped a check made only on target-list calls,
+crystaldba/postgres-mcp#178), the ``startsWith("SELECT")`` validators
+(GHSA-65hm-pwj5-73pw, mcp-dbutils#116) and EXPLAIN ANALYZE running its
+statement. See docs/untrusted-sql.md.
 """
 
 from __future__ import annotations
@@ -78,6 +86,13 @@ CASES: list[Escape] = [
     Escape("multi-newline", "SELECT 1\n;\nDELETE FROM victim", "refused:one-statement"),
     Escape("multi-set", "SELECT 1; SET statement_timeout = 0", "refused:one-statement"),
     Escape("multi-empty-tail", "SELECT 1;;", "ok"),
+    Escape("leading-comment-delete", "/* a read */ DELETE FROM victim", "refused:statement-kind"),
+    Escape(
+        "leading-comment-commit", "-- a read\nCOMMIT; DROP TABLE victim", "refused:one-statement"
+    ),
+    Escape("select-then-delete", "SELECT 1; DELETE FROM victim", "refused:one-statement"),
+    Escape("parenthesized-select", "(SELECT 1)", "ok"),
+    Escape("parenthesized-delete", "(DELETE FROM victim)", "refused:syntax"),
     # -- transaction control --------------------------------------------------------------
     Escape("commit", "COMMIT", "refused:transaction-control"),
     Escape("end", "END", "refused:transaction-control"),
@@ -86,6 +101,11 @@ CASES: list[Escape] = [
     Escape("commit-and-chain", "COMMIT AND CHAIN", "refused:transaction-control"),
     Escape("begin-read-write", "BEGIN READ WRITE", "refused:transaction-control"),
     Escape("start-transaction", "START TRANSACTION READ WRITE", "refused:transaction-control"),
+    Escape(
+        "begin-isolation-read-write",
+        "BEGIN ISOLATION LEVEL SERIALIZABLE, READ WRITE",
+        "refused:transaction-control",
+    ),
     Escape("savepoint", "SAVEPOINT s", "refused:transaction-control"),
     Escape("prepare-transaction", "PREPARE TRANSACTION 'x'", "refused:transaction-control"),
     Escape("set-transaction", "SET TRANSACTION READ WRITE", "refused:session-change"),
@@ -240,6 +260,18 @@ CASES: list[Escape] = [
     ),
     Escape("ls-dir", "SELECT pg_ls_dir('.')", "refused:function"),
     Escape(
+        "read-file-from-clause", "SELECT * FROM pg_read_file('/etc/hostname')", "refused:function"
+    ),
+    Escape(
+        "read-binary-file-from-clause",
+        "SELECT * FROM pg_catalog.pg_read_binary_file('/etc/hostname')",
+        "refused:function",
+    ),
+    Escape(
+        "stat-file-from-clause", "SELECT * FROM pg_stat_file('/etc/hostname')", "refused:function"
+    ),
+    Escape("ls-dir-from-clause", "SELECT * FROM pg_ls_dir('.') AS f", "refused:function"),
+    Escape(
         "dblink",
         "SELECT * FROM dblink('dbname=postgres', 'DROP TABLE victim') AS t(x text)",
         "refused:function",
@@ -309,6 +341,7 @@ CASES: list[Escape] = [
     Escape("table", "TABLE victim", "ok"),
     Escape("values", "VALUES (1), (2)", "ok"),
     Escape("show", "SHOW statement_timeout", "ok"),
+    Escape("show-all", "SHOW ALL", "ok"),
     Escape("catalog-read", "SELECT count(*) FROM pg_stat_activity", "ok"),
     Escape("union", "SELECT id FROM victim UNION ALL SELECT 2", "ok"),
 ]
