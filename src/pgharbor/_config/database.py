@@ -59,8 +59,35 @@ def _guard(value: Any) -> Any:
     if value is None or isinstance(value, Guard):
         return value
     if isinstance(value, Mapping):
-        return Guard.from_mapping(dict(value))
+        return Guard.from_mapping({k: _guard_text(k, v) for k, v in value.items()})
     raise ValueError("must be a pgharbor.Guard or a table of its options")
+
+
+_ON, _OFF = frozenset({"true", "on", "yes", "1"}), frozenset({"false", "off", "no", "0"})
+
+
+def _guard_text(key: str, value: Any) -> Any:
+    """A guard option read as text (``.env``, the environment), parsed."""
+    if not is_text(value):
+        return value
+    text = str(value).strip()
+    low = text.lower()
+    try:
+        if key == "allow_writes":
+            if low in _ON | _OFF:
+                return low in _ON
+            raise ValueError
+        if key in ("allowed_schemas", "denied_functions"):
+            return [part.strip() for part in text.split(",") if part.strip()]
+        if low in ("none", "null", ""):
+            return None
+        if key in ("max_rows", "max_length"):
+            return int(text)
+        if key in ("timeout", "lock_timeout", "idle_timeout"):
+            return float(text)
+    except ValueError:
+        raise ConfigError(key, f"cannot read {text!r}") from None
+    return value
 
 
 def _guard_data(value: Guard | None) -> dict[str, Any] | None:
