@@ -27,26 +27,52 @@ from ..guard import Guard, Statement, statement_kind
 if TYPE_CHECKING:
     from .database import AsyncDatabase
 
-__all__ = ["SESSION_STATE", "fetch_bounded", "run_guarded", "stream"]
+__all__ = ["SESSION_STATE", "STATE_SETTINGS", "fetch_bounded", "run_guarded", "stream"]
 
 logger = logging.getLogger("pgharbor.guard")
 
+#: Settings a statement could leave changed for the next caller that matter:
+#: timeouts, the transaction defaults, the search path, row security and
+#: replication role, how text is read and written. (A rollback undoes any
+#: setting changed inside the transaction; this catches what a commit keeps,
+#: and is cheap: pg_settings would cost a millisecond per read.)
+STATE_SETTINGS = (
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "transaction_timeout",
+    "default_transaction_read_only",
+    "default_transaction_isolation",
+    "default_transaction_deferrable",
+    "search_path",
+    "session_replication_role",
+    "row_security",
+    "standard_conforming_strings",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "bytea_output",
+    "application_name",
+    "synchronous_commit",
+    "temp_tablespaces",
+    "work_mem",
+)
+
 #: One row that changes when a statement leaves anything in the session that
-#: outlives its transaction: settings set for the session, advisory locks,
-#: LISTEN channels, open (WITH HOLD) cursors, SQL-level prepared statements,
-#: temporary tables, the role.
+#: outlives its transaction: the settings above, the role, advisory locks,
+#: LISTEN channels, held cursors, SQL-level prepared statements, a temporary
+#: schema.
 SESSION_STATE = (
-    "SELECT concat_ws('|',"
-    " (SELECT string_agg(name || '=' || setting, ',' ORDER BY name)"
-    "  FROM pg_catalog.pg_settings WHERE source = 'session'),"
+    "SELECT concat_ws('|', "
+    + ", ".join(f"pg_catalog.current_setting('{name}', true)" for name in STATE_SETTINGS)
+    + ", current_user, session_user,"
     " (SELECT count(*) FROM pg_catalog.pg_locks"
     "  WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()),"
     " (SELECT count(*) FROM pg_catalog.pg_listening_channels()),"
     " (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable),"
     " (SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE from_sql),"
-    " (SELECT count(*) FROM pg_catalog.pg_class"
-    "  WHERE relnamespace = pg_catalog.pg_my_temp_schema()),"
-    " current_user, session_user)"
+    " pg_catalog.pg_my_temp_schema())"
 )
 _STATE_TIMEOUT = 5.0  # seconds for one session-state read
 _GRACE = 2.0  # the client-side bound waits this long past the server's statement_timeout

@@ -71,20 +71,31 @@ def _rows(records: list[Any]) -> list[Row]:
 
 
 async def _fetch_limited(
-    conn: Any, sql: str, args: Sequence[Any], max_rows: int | None, timeout: float | None
+    conn: Any,
+    sql: str,
+    args: Sequence[Any],
+    max_rows: int | None,
+    timeout: float | None,
+    cursor: bool,
 ) -> Rows:
-    # Always the extended protocol: prepare (Parse + Describe: the server
-    # refuses a second statement), then a portal. Inside a transaction the
-    # portal runs with a row limit, so the server stops at ``max_rows + 1``.
-    stmt = await conn.prepare(sql, timeout=timeout)
-    names = [attr.name for attr in stmt.get_attributes()]
-    if names and max_rows is not None and conn.is_in_transaction():
-        cur = await stmt.cursor(*args, timeout=timeout)
+    # Always the extended protocol (a prepared statement: the server refuses
+    # a second statement). A query inside a transaction goes through a portal
+    # with a row limit, so the server stops at ``max_rows + 1``; its statement
+    # comes from asyncpg's cache.
+    if cursor and max_rows is not None and conn.is_in_transaction():
+        cur = await conn.cursor(sql, *args, timeout=timeout)
         records = await cur.fetch(max_rows + 1, timeout=timeout)
-    else:
-        records = await stmt.fetch(*args, timeout=timeout)
-        if max_rows is not None and len(records) > max_rows + 1:
-            del records[max_rows + 1 :]
+        if records:
+            return limited(_rows(records), list(records[0].keys()), max_rows, -1)
+        # No rows: the names come from describing the statement (not run again).
+        stmt = await conn.prepare(sql, timeout=timeout)
+        return Rows(columns=[attr.name for attr in stmt.get_attributes()])
+    # Anything else is read whole; the status gives a write's row count.
+    stmt = await conn.prepare(sql, timeout=timeout)
+    records = await stmt.fetch(*args, timeout=timeout)
+    if max_rows is not None and len(records) > max_rows + 1:
+        del records[max_rows + 1 :]
+    names = [attr.name for attr in stmt.get_attributes()]
     status = stmt.get_statusmsg() or ""
     return limited(_rows(records), names, max_rows, rows_affected(status) if status else -1)
 
@@ -213,10 +224,10 @@ class AsyncpgQueries:
         cursor: bool,
     ) -> Rows:
         """One statement, prepared (extended protocol), at most ``max_rows``
-        rows; inside a transaction through a portal with a row limit, whatever
-        the statement (``cursor`` is not needed: a portal runs any of them)."""
+        rows; with ``cursor``, inside a transaction, through a portal with a
+        row limit (the server stops producing)."""
         args = _NO_PARAMS if params is None else params
-        return await _bounded(conn, _fetch_limited(conn, sql, args, max_rows, timeout))
+        return await _bounded(conn, _fetch_limited(conn, sql, args, max_rows, timeout, cursor))
 
     def stream(
         self, conn: Any, sql: str, params: Any, batch_size: int, timeout: float | None

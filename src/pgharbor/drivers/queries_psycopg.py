@@ -356,22 +356,32 @@ def _copy(conn: Any, statement: Any, records: Iterable[Sequence[Any]]) -> int:
     return int(cur.rowcount)  # from the server's "COPY n"
 
 
+def _cursor_statements(sql: str, max_rows: int | None) -> tuple[str, str, str]:
+    count = "ALL" if max_rows is None else str(max_rows + 1)
+    return (
+        f"DECLARE {CURSOR_NAME} NO SCROLL CURSOR FOR {sql}",
+        f"FETCH FORWARD {count} FROM {CURSOR_NAME}",
+        f"CLOSE {CURSOR_NAME}",
+    )
+
+
 def _fetch_limited(conn: Any, sql: str, params: Any, max_rows: int | None, cursor: bool) -> Rows:
-    if cursor:
-        # DECLARE is sent with the extended protocol (psycopg forces it for
-        # server cursors): a second statement in ``sql`` is a server error.
-        with conn.cursor(name=CURSOR_NAME, row_factory=_row_factory) as cur:
-            cur.execute(sql, params)
-            rows = cur.fetchall() if max_rows is None else cur.fetchmany(max_rows + 1)
-            return limited(rows, _names(cur), max_rows, -1)
-    # Pipeline mode always uses the extended protocol (one statement, the
-    # unnamed prepared statement): every row is read (EXPLAIN, SHOW and
-    # RETURNING results), the ones past the cap dropped.
+    # Pipeline mode: every statement goes with the extended protocol (the
+    # server refuses a second statement in ``sql``), and all of them in one
+    # round trip. With ``cursor``: DECLARE, FETCH max_rows + 1, CLOSE -- the
+    # server stops producing at the cap. Without: every row is read (EXPLAIN,
+    # SHOW and RETURNING results) and the ones past the cap dropped.
     cur = conn.cursor(row_factory=_row_factory)
     with conn.pipeline():
-        cur.execute(sql, params)
+        if cursor:
+            declare, fetch, close = _cursor_statements(sql, max_rows)
+            conn.cursor().execute(declare, params, prepare=False)
+            cur.execute(fetch, prepare=False)
+            conn.cursor().execute(close, prepare=False)
+        else:
+            cur.execute(sql, params)
     rows = cur.fetchall() if cur.description is not None else []
-    return limited(rows, _names(cur), max_rows, int(cur.rowcount))
+    return limited(rows, _names(cur), max_rows, -1 if cursor else int(cur.rowcount))
 
 
 def _stream(
@@ -564,19 +574,17 @@ async def _acopy(conn: Any, statement: Any, records: Iterable[Sequence[Any]]) ->
 async def _afetch_limited(
     conn: Any, sql: str, params: Any, max_rows: int | None, cursor: bool
 ) -> Rows:
-    if cursor:
-        async with conn.cursor(name=CURSOR_NAME, row_factory=_row_factory) as cur:
-            await cur.execute(sql, params)
-            if max_rows is None:
-                rows = await cur.fetchall()
-            else:
-                rows = await cur.fetchmany(max_rows + 1)
-            return limited(rows, _names(cur), max_rows, -1)
     cur = conn.cursor(row_factory=_row_factory)
-    async with conn.pipeline():
-        await cur.execute(sql, params)
+    async with conn.pipeline():  # as `_fetch_limited`
+        if cursor:
+            declare, fetch, close = _cursor_statements(sql, max_rows)
+            await conn.cursor().execute(declare, params, prepare=False)
+            await cur.execute(fetch, prepare=False)
+            await conn.cursor().execute(close, prepare=False)
+        else:
+            await cur.execute(sql, params)
     rows = await cur.fetchall() if cur.description is not None else []
-    return limited(rows, _names(cur), max_rows, int(cur.rowcount))
+    return limited(rows, _names(cur), max_rows, -1 if cursor else int(cur.rowcount))
 
 
 async def _astream(
