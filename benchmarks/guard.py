@@ -13,6 +13,9 @@ not throughput. For each driver the steps alternate, round by round:
 * ``fetch max_rows``: ``db.fetch(Q, max_rows=100)`` (a cursor in a transaction);
 * ``guarded``: ``db.run_guarded(Q)`` (parse, session state twice, BEGIN READ
   ONLY with three SET LOCALs, the statement through a cursor, ROLLBACK);
+* ``guarded, no timeout``: the same with ``Guard(timeout=None)``: no
+  ``statement_timeout`` and no client-side timer (in the sync flavour a timer
+  is a thread start per statement);
 * ``parse only``: ``Guard().check(Q)``, no I/O.
 
 Q is a one-row primary-key lookup; the median of the rounds is reported in
@@ -51,23 +54,25 @@ async def _atimed(fn: Callable[[], Awaitable[Any]], n: int) -> float:
 
 
 def _steps_sync(db: pgharbor.Database) -> dict[str, Callable[[], Any]]:
-    guard = Guard()
+    guard, untimed = Guard(), Guard(timeout=None)
     return {
         "fetch": lambda: db.fetch(Q),
         "fetch max_rows": lambda: db.fetch(Q, max_rows=100),
         "guarded": lambda: db.run_guarded(Q, guard=guard),
+        "guarded, no timeout": lambda: db.run_guarded(Q, guard=untimed),
         "parse only": lambda: guard.check(Q),
     }
 
 
 async def _run_async(url: str, driver: str, n: int, rounds: int) -> dict[str, list[float]]:
-    guard = Guard()
+    guard, untimed = Guard(), Guard(timeout=None)
     out: dict[str, list[float]] = {}
     async with pgharbor.AsyncDatabase(url, driver=driver, min_size=1, max_size=1) as db:
         steps: dict[str, Callable[[], Awaitable[Any]]] = {
             "fetch": lambda: db.fetch(Q),
             "fetch max_rows": lambda: db.fetch(Q, max_rows=100),
             "guarded": lambda: db.run_guarded(Q, guard=guard),
+            "guarded, no timeout": lambda: db.run_guarded(Q, guard=untimed),
         }
         for fn in steps.values():
             await _atimed(fn, 200)  # warm up (prepared statements, caches)
@@ -118,13 +123,17 @@ def main(argv: list[str] | None = None) -> None:
         f"## The guard (PostgreSQL {version}, Python {sys.version.split()[0]}, "
         f"{args.rounds} rounds x {args.n} statements, one connection)\n"
     )
-    print("| driver | fetch | fetch max_rows | guarded | parse only | guarded / fetch |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| driver | fetch | fetch max_rows | guarded | guarded, no timeout | parse only "
+        "| guarded / fetch |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for label, out in runs:
         med = {name: statistics.median(values) for name, values in out.items()}
         print(
             f"| {label} | {med['fetch']:.0f} µs | {med['fetch max_rows']:.0f} µs "
-            f"| {med['guarded']:.0f} µs | {med['parse only']:.0f} µs "
+            f"| {med['guarded']:.0f} µs | {med['guarded, no timeout']:.0f} µs "
+            f"| {med['parse only']:.0f} µs "
             f"| {med['guarded'] / med['fetch']:.1f}x |"
         )
 
