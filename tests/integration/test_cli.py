@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,15 @@ def test_check_without_target_runs_on_an_embedded_server() -> None:
     assert payload["ok"] is True
     assert [d["name"] for d in payload["databases"]] == ["source", "target"]
     assert {d["user"] for d in payload["databases"]} == {"pgharbor_reader"}
+
+
+def test_mcp_without_databases_says_how_to_give_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pgharbor mcp` with no URL, config or environment exits 2 with a hint,
+    and writes nothing on stdout (the protocol channel)."""
+    for key in list(os.environ):
+        if key == "POSTGRES_HOST" or key.startswith("PGHARBOR_"):
+            monkeypatch.delenv(key)
+    result = runner.invoke(app, ["mcp"])
+    assert result.exit_code == 2
+    assert "pass URLs, --config FILE" in result.stderr
+    assert result.stdout == ""

@@ -263,3 +263,26 @@ async def test_stream_yields_bounded_batches(db: AsyncDatabase, driver: str) -> 
     del it
     assert db.stats()["in_use"] == 0
     assert await db.fetchval("SELECT 1") == 1
+
+
+async def test_a_session_left_dirty_is_discarded(
+    db: AsyncDatabase, pg_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A statement that leaves state outliving its transaction (a session
+    advisory lock taken inside a function the parser cannot see into) gets
+    its connection closed and replaced, with a warning; the lock goes with it."""
+    await db.execute(
+        "CREATE FUNCTION lock_it() RETURNS int LANGUAGE plpgsql"
+        " AS $$BEGIN PERFORM pg_advisory_lock(99); RETURN 1; END$$"
+    )
+    with caplog.at_level("WARNING", logger="pgharbor.guard"):
+        rows = await db.run_guarded("SELECT lock_it()")
+    assert rows[0][0] == 1
+    assert "left state in its session" in caplog.text
+
+    def released() -> bool:
+        held = pg_server.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        return bool(held[0][0] == 0)
+
+    await wait_until(released, 5.0, "the advisory lock released with its session")
+    assert await db.fetchval("SELECT count(*) FROM t") == 50  # the pool carries on
