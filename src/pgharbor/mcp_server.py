@@ -85,11 +85,12 @@ _CONSTRAINTS = """
 SELECT con.conname AS name,
        CASE con.contype WHEN 'p' THEN 'primary key' WHEN 'f' THEN 'foreign key'
             WHEN 'u' THEN 'unique' WHEN 'c' THEN 'check' WHEN 'x' THEN 'exclusion'
-            ELSE con.contype::text END AS kind,
+            WHEN 'n' THEN 'not null' ELSE con.contype::text END AS kind,
        pg_catalog.pg_get_constraintdef(con.oid) AS definition
 FROM pg_catalog.pg_constraint AS con
 WHERE con.conrelid = %s::oid
-ORDER BY con.contype, con.conname
+ORDER BY CASE con.contype WHEN 'p' THEN 0 WHEN 'u' THEN 1 WHEN 'f' THEN 2
+              WHEN 'c' THEN 3 WHEN 'x' THEN 4 ELSE 5 END, con.conname
 """
 
 _INDEXES = """
