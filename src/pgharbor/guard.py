@@ -422,6 +422,8 @@ def _parse(text: str) -> dict[str, Any]:
         raise GuardRefused("syntax", str(exc)) from None
     except RecursionError:
         raise GuardRefused("syntax", "nested too deeply") from None
+    except UnicodeError:
+        raise GuardRefused("text", "the text is not valid Unicode (a lone surrogate?)") from None
     return tree
 
 

@@ -335,6 +335,7 @@ CASES: list[Escape] = [
     ),
     Escape("long-text", "SELECT 1" + " " * 200_000, "refused:text"),
     Escape("nul-byte", "SELECT 1\x00; DROP TABLE victim", "refused:text"),
+    Escape("lone-surrogate", "SELECT '\ud800'; DROP TABLE victim", "refused:text"),
     Escape("deep-nesting", "SELECT " + "(" * 20_000 + "1" + ")" * 20_000, _X),
     # -- plain reads stay possible --------------------------------------------------------
     Escape("select", "SELECT * FROM victim", "ok", truncated=False),

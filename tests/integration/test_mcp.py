@@ -122,6 +122,14 @@ async def call(session: ClientSession, tool: str, **args: Any) -> tuple[bool, An
     return False, data
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def assert_untouched(server: PostgresServer, database: TempDatabase, app_name: str) -> None:
     name = database.name
     assert server.execute("SELECT count(*), min(note) FROM victim", dbname=name) == [(1, "intact")]
@@ -180,7 +188,9 @@ async def test_escape_catalogue_through_run_query(
 ) -> None:
     """Every text of the catalogue sent to run_query (read-only database) has
     its expected outcome, writes nothing and leaves the session clean."""
-    cases = [case for case in CASES if case.params is None]  # run_query takes no parameters
+    # run_query takes no parameters; a text that is not valid UTF-8 (a lone
+    # surrogate) cannot travel over the protocol at all.
+    cases = [case for case in CASES if case.params is None and _utf8(case.sql)]
     async with mcp_session(config) as session:
         for case in cases:
             failed, result = await call(session, "run_query", sql=case.sql, database="ro")
