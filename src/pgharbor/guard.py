@@ -44,8 +44,6 @@ import math
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from pglast import parser as _parser
-
 from .errors import ConfigError, GuardRefused
 
 __all__ = ["DENIED_FUNCTIONS", "DENIED_PREFIXES", "Guard", "Statement", "statement_kind"]
@@ -127,6 +125,20 @@ DENIED_PREFIXES = (
     "pg_copy_",
     "pg_sequence_",
 )
+
+
+def _pglast_parser() -> Any:
+    """``pglast.parser``, imported on first use (the ``sql`` extra), or an
+    ImportError that says what to install: a guard never runs without it."""
+    try:
+        from pglast import parser
+    except ImportError as exc:
+        raise ImportError(
+            "the SQL guard needs PostgreSQL's parser (pglast): pip install 'pgharbor[sql]'",
+            name="pglast",
+        ) from exc
+    return parser
+
 
 _READS = frozenset({"SelectStmt"})
 _WRITES = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
@@ -215,6 +227,7 @@ class Guard:
 
     Raises:
         ConfigError: a value is out of range or of the wrong type.
+        ImportError: pglast is missing (``pip install 'pgharbor[sql]'``).
     """
 
     allow_writes: bool = False
@@ -227,6 +240,7 @@ class Guard:
     denied_functions: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        _pglast_parser()  # fail at construction, not at the first statement
         if not isinstance(self.allow_writes, bool):
             raise ConfigError("allow_writes", "must be a bool", self.allow_writes)
         for name in ("max_rows", "max_length"):
@@ -416,9 +430,10 @@ def _refusal(node: str) -> GuardRefused:
 
 
 def _parse(text: str) -> dict[str, Any]:
+    parser = _pglast_parser()
     try:
-        tree: dict[str, Any] = json.loads(_parser.parse_sql_json(text))
-    except _parser.ParseError as exc:
+        tree: dict[str, Any] = json.loads(parser.parse_sql_json(text))
+    except parser.ParseError as exc:
         raise GuardRefused("syntax", str(exc)) from None
     except RecursionError:
         raise GuardRefused("syntax", "nested too deeply") from None
@@ -463,8 +478,9 @@ def statement_kind(text: str) -> Kind | None:
 
 
 def _classify(text: str) -> Kind | None:
+    parser = _pglast_parser()
     try:
-        tree = json.loads(_parser.parse_sql_json(_dollar_params(text)))
+        tree = json.loads(parser.parse_sql_json(_dollar_params(text)))
     except Exception:
         return None
     stmts = tree.get("stmts", [])

@@ -38,13 +38,12 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import math
 import string
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
-
-from pglast import keywords as _kw
 
 __all__ = [
     "SQL",
@@ -58,8 +57,22 @@ __all__ = [
 ]
 
 _DRIVERS = ("psycopg", "psycopg2", "asyncpg")
-# Words that must be quoted to be used as names: every keyword but the unreserved.
-_KEYWORDS = frozenset(_kw.RESERVED_KEYWORDS | _kw.COL_NAME_KEYWORDS | _kw.TYPE_FUNC_NAME_KEYWORDS)
+
+
+@functools.cache
+def _keywords() -> frozenset[str]:
+    """Words that must be quoted to be used as names: every keyword but the
+    unreserved ones, from the parser's own lists (pglast, the ``sql`` extra)."""
+    try:
+        from pglast import keywords as kw
+    except ImportError as exc:
+        raise ImportError(
+            "quoting names needs PostgreSQL's keyword lists (pglast): pip install 'pgharbor[sql]'",
+            name="pglast",
+        ) from exc
+    return frozenset(kw.RESERVED_KEYWORDS | kw.COL_NAME_KEYWORDS | kw.TYPE_FUNC_NAME_KEYWORDS)
+
+
 _SAFE_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz_")
 _SAFE_REST = _SAFE_FIRST | frozenset("0123456789")
 
@@ -79,7 +92,7 @@ def quote_ident(name: str) -> str:
         raise ValueError("an identifier cannot be empty")
     if "\x00" in name:
         raise ValueError("an identifier cannot contain NUL characters")
-    if name[0] in _SAFE_FIRST and all(ch in _SAFE_REST for ch in name) and name not in _KEYWORDS:
+    if name[0] in _SAFE_FIRST and all(ch in _SAFE_REST for ch in name) and name not in _keywords():
         return name
     return '"' + name.replace('"', '""') + '"'
 

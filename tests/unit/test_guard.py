@@ -105,3 +105,13 @@ def test_guard_setting_from_python_toml_and_environment(tmp_path: Path) -> None:
             DatabaseSettings(url=URL, guard=bad)
         assert info.value.field.startswith("guard")
     assert DatabaseSettings(url=URL, guard=Guard()).masked()["guard"]["max_rows"] == 1000
+
+
+def test_without_pglast_the_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without pglast a Guard cannot be built (never a guard without its
+    parser), and the error says which extra to install."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pglast", None)
+    with pytest.raises(ImportError, match=r"pgharbor\[sql\]"):
+        Guard()
