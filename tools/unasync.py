@@ -62,6 +62,7 @@ RULES: list[Rule] = [
     Rule("await ", ""),
     Rule("__aenter__", "__enter__"),
     Rule("__aexit__", "__exit__"),
+    Rule("__anext__", "__next__"),
     Rule("AsyncIterator", "Iterator"),
     # pgharbor's own names.
     Rule("AsyncDatabaseManager", "DatabaseManager"),

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from pgharbor._sync.saga import Saga
     from pgharbor.checks import CheckReport, DatabaseCheck
     from pgharbor.config import DatabaseSettings, HarborSettings, load_settings
-    from pgharbor.drivers.query import Isolation, Row
+    from pgharbor.drivers.query import Isolation, Row, Rows
     from pgharbor.errors import (
         AuthenticationFailed,
         BatchError,
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         CommitOutcomeUnknown,
         ConfigError,
         ConnectionFailed,
+        GuardRefused,
         HarborError,
         InsufficientPrivileges,
         MigrationDrift,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
         TooManyRequests,
         UnsupportedServerVersion,
     )
+    from pgharbor.guard import Guard
     from pgharbor.metrics import Event, MetricsSink
     from pgharbor.schema import Difference, SchemaSnapshot, diff
     from pgharbor.version import ServerVersion
@@ -91,6 +93,8 @@ __all__ = [
     "DatabaseSettings",
     "Difference",
     "Event",
+    "Guard",
+    "GuardRefused",
     "HarborError",
     "HarborSettings",
     "HealthReport",
@@ -114,6 +118,7 @@ __all__ = [
     "PoolTimeout",
     "RetryPolicy",
     "Row",
+    "Rows",
     "Saga",
     "SagaCompensationFailed",
     "SagaContext",
@@ -173,6 +178,9 @@ _HOMES = {
     "HarborSettings": "pgharbor.config",
     "Isolation": "pgharbor.drivers.query",
     "Row": "pgharbor.drivers.query",
+    "Rows": "pgharbor.drivers.query",
+    "Guard": "pgharbor.guard",
+    "GuardRefused": _ERRORS,
     "ServerVersion": "pgharbor.version",
     "Transaction": "pgharbor._sync.database",
     "load_settings": "pgharbor.config",

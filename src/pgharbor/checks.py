@@ -24,6 +24,9 @@ class DatabaseCheck:
     database: str | None = None
     privileges_sufficient: bool | None = None
     privileges_missing: list[str] = field(default_factory=list)
+    #: Whether the role can change anything (None: not checked); ``write_access`` says what.
+    can_write: bool | None = None
+    write_access: list[str] = field(default_factory=list)
     max_connections: int | None = None
     pool_max_size: int | None = None
     error: str | None = None

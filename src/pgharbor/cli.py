@@ -28,6 +28,7 @@ from rich.table import Table
 
 from ._cli import bench as _bench
 from ._cli import diff as _diff
+from ._cli import mcp as _mcp
 from ._cli import migrate as _migrate
 from ._cli import schema as _schema
 from ._cli import top as _top
@@ -71,6 +72,13 @@ def _render_report(report: CheckReport, console: Console) -> None:
             )
         for missing in d.privileges_missing:
             table.add_row("", f"[red]missing: {escape(missing)}[/red]")
+        if d.can_write is not None:
+            table.add_row(
+                "writes",
+                "[yellow]the role can write[/yellow]" if d.can_write else "read-only role",
+            )
+        for access in d.write_access:
+            table.add_row("", f"[yellow]{escape(access)}[/yellow]")
         if d.max_connections is not None:
             table.add_row(
                 "connections", f"pool max {d.pool_max_size} of server max {d.max_connections}"
@@ -152,6 +160,7 @@ app.command("bench")(_bench.bench)
 app.command("schema")(_schema.schema)
 app.command("diff")(_diff.diff_command)
 app.add_typer(_migrate.app, name="migrate")
+app.command("mcp")(_mcp.mcp)
 
 
 @app.callback()

@@ -15,6 +15,7 @@ HarborError(Exception)                    root of everything pgharbor raises
 │   └── AuthenticationFailed              28xxx: wrong password, unknown role, no pg_hba entry
 ├── UnsupportedServerVersion              the server is older than the supported minimum
 ├── InsufficientPrivileges                required privileges are missing; .missing lists them
+├── GuardRefused                          untrusted SQL broke a guard rule; .rule names it
 ├── CommitOutcomeUnknown                  the connection was lost while COMMIT was in flight
 ├── MigrationError                        migrations cannot be loaded, planned or applied
 │   ├── MigrationDrift                    an applied file changed or is gone, or one is out of order
@@ -56,6 +57,7 @@ __all__ = [
     "CommitOutcomeUnknown",
     "ConfigError",
     "ConnectionFailed",
+    "GuardRefused",
     "HarborError",
     "InsufficientPrivileges",
     "MigrationDrift",
@@ -309,3 +311,19 @@ class BatchError(HarborError):
         super().__init__(message)
         self.committed = committed
         self.done = done
+
+
+class GuardRefused(HarborError):
+    """A `pgharbor.Guard` refused a statement before it reached the server.
+
+    ``rule`` names the rule it broke (``one-statement``, ``statement-kind``,
+    ``transaction-control``, ``session-change``, ``function``, ``locking``...,
+    see docs/untrusted-sql.md); the message says what was found. Nothing was
+    sent to the server.
+    """
+
+    __module__ = "pgharbor"
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(f"refused by the guard ({rule}): {message}")
+        self.rule = rule

@@ -30,6 +30,7 @@ from pgharbor.facts import AsyncFetch, Fetch, Query, to_dollar
 from pgharbor.schema.catalog import CATALOG_FUNCTIONS, CATALOG_RELATIONS
 
 __all__ = [
+    "WRITE_ACCESS",
     "CatalogRead",
     "CustomCheck",
     "DatabaseConnect",
@@ -47,6 +48,7 @@ __all__ = [
     "require",
     "schema_diff_requirements",
     "to_dollar",
+    "write_access",
 ]
 
 #: Requirements per query: well under PostgreSQL's 1664 select-list entries.
@@ -482,3 +484,51 @@ def require(report: PrivilegeReport) -> PrivilegeReport:
     if report.sufficient:
         return report
     raise InsufficientPrivileges(str(report), missing=list(report.missing))
+
+
+#: One row saying what the connected role could change: superuser, tables it
+#: may write, schemas it may create in, the database, the server-side file
+#: and program roles. No parameters; the same text on every driver.
+WRITE_ACCESS = """
+SELECT r.rolsuper,
+  (SELECT array_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+                    ORDER BY n.nspname, c.relname)
+     FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'v', 'f', 'm')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\\_%'
+      AND (pg_catalog.has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+           OR pg_catalog.pg_has_role(c.relowner, 'USAGE'))),
+  (SELECT array_agg(quote_ident(n.nspname) ORDER BY n.nspname)
+     FROM pg_catalog.pg_namespace AS n
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\\_%'
+      AND pg_catalog.has_schema_privilege(n.oid, 'CREATE')),
+  pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE'),
+  (SELECT array_agg(rolname ORDER BY rolname) FROM pg_catalog.pg_roles
+    WHERE rolname IN ('pg_write_server_files', 'pg_execute_server_program',
+                      'pg_write_all_data', 'pg_signal_backend')
+      AND pg_catalog.pg_has_role(rolname, 'MEMBER'))
+FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user
+"""
+
+
+def write_access(row: Sequence[Any] | None) -> list[str]:
+    """What the `WRITE_ACCESS` row says the role can change; empty for a
+    read-only role (the third wall of docs/untrusted-sql.md)."""
+    if row is None:
+        return ["role not found in pg_roles"]
+    superuser, tables, schemas, create_db, roles = row
+    found: list[str] = []
+    if superuser:
+        found.append("superuser: can do anything")
+    if tables:
+        shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+        found.append(f"can write {len(tables)} table(s): {shown}")
+    if schemas:
+        found.append(f"can create objects in schema(s): {', '.join(schemas)}")
+    if create_db:
+        found.append("can create schemas in the database")
+    for role in roles or ():
+        found.append(f"member of {role}")
+    return found

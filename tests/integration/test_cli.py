@@ -149,3 +149,15 @@ def test_top_is_idle_while_its_node_is_down() -> None:
         proc.terminate()
         proc.wait(10)
     assert share < 0.05, f"{share:.1%} of a core"
+
+
+def test_mcp_without_databases_says_how_to_give_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pgharbor mcp` with no URL, config or environment exits 2 with a hint,
+    and writes nothing on stdout (the protocol channel)."""
+    for key in list(os.environ):
+        if key == "POSTGRES_HOST" or key.startswith("PGHARBOR_"):
+            monkeypatch.delenv(key)
+    result = runner.invoke(app, ["mcp"])
+    assert result.exit_code == 2
+    assert "pass URLs, --config FILE" in result.stderr
+    assert result.stdout == ""

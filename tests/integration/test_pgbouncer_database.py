@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pgharbor import AsyncDatabase, Database
+from pgharbor import AsyncDatabase, Database, Guard, GuardRefused
 from pgharbor.testing import PgBouncer
 
 pytestmark = pytest.mark.pgbouncer
@@ -52,5 +52,38 @@ def test_async_database_through_pgbouncer(pgbouncer: PgBouncer, app_name: str, d
             assert await db.fetchval("SHOW application_name") == app_name
             async with db.transaction() as tx:
                 assert await tx.fetchval("SELECT 42") == 42
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+def test_guarded_runs_and_bounded_fetches_through_pgbouncer(
+    pgbouncer: PgBouncer, app_name: str, driver: str
+) -> None:
+    """Guarded runs, bounded fetches and streams keep each statement inside
+    one transaction, so they work through PgBouncer in transaction mode."""
+
+    async def run() -> None:
+        async with AsyncDatabase(
+            pgbouncer.url(),
+            driver=driver,
+            pgbouncer=True,
+            application_name=app_name,
+            min_size=1,
+            max_size=2,
+        ) as db:
+            for _ in range(3):
+                rows = await db.run_guarded(
+                    "SELECT generate_series(1, 50) AS g", guard=Guard(max_rows=10)
+                )
+                assert len(rows) == 10 and rows.truncated and rows.columns == ("g",)
+                bounded = await db.fetch("SELECT generate_series(1, 50) AS g", max_rows=5)
+                assert len(bounded) == 5 and bounded.truncated
+                batches = [
+                    b async for b in db.stream("SELECT generate_series(1, 25)", batch_size=10)
+                ]
+                assert [len(b) for b in batches] == [10, 10, 5]
+            with pytest.raises(GuardRefused):
+                await db.run_guarded("SELECT 1; SELECT 2")
 
     asyncio.run(run())

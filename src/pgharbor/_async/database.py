@@ -15,7 +15,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from time import monotonic
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from .._acompat import AOp, AStrFactory, aensure, asleep
 from .._batch import KeysetQuery
@@ -27,9 +27,10 @@ from .._querylog import QueryLog
 from ..config import DatabaseSettings
 from ..drivers import get_async_queries
 from ..drivers.base import ConnStatus
-from ..drivers.query import AsyncQueries, Isolation, Row
+from ..drivers.query import AsyncQueries, Isolation, Row, Rows
 from ..errors import CommitOutcomeUnknown, ConfigError, NoAvailableServer
 from ..facts import ServerFacts, read_facts_async, sizing_warnings, to_dollar
+from ..guard import Guard
 from ..metrics import Event as PoolEvent
 from ..privileges import (
     PrivilegeReport,
@@ -40,6 +41,7 @@ from ..privileges import (
 )
 from ..schema import SchemaSnapshot, read_schema_async
 from ..version import ServerVersion
+from . import guarded
 from .batches import ProgressCallback, copy_in_chunks, executemany_in_chunks, keyset_pages
 from .pool import AsyncPool
 from .topology import AsyncTopology
@@ -147,6 +149,8 @@ class AsyncDatabase:
         )
         self._facts: ServerFacts | None = None
         self._log = QueryLog(self.name, observed.slow_query, observed.log_parameters)
+        #: The default `Guard` of `run_guarded` (the ``guard`` setting), or None.
+        self.guard: Guard | None = observed.guard
 
     @staticmethod
     def _make_topology(
@@ -309,6 +313,7 @@ class AsyncDatabase:
 
     # -- queries -------------------------------------------------------------
 
+    @overload
     async def fetch(
         self,
         query: str,
@@ -317,14 +322,90 @@ class AsyncDatabase:
         timeout: float | None = None,
         idempotent: bool = False,
         route: Route | None = None,
+        max_rows: None = None,
+    ) -> list[Row]: ...
+
+    @overload
+    async def fetch(
+        self,
+        query: str,
+        params: Any = None,
+        *,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        route: Route | None = None,
+        max_rows: int,
+    ) -> Rows: ...
+
+    async def fetch(
+        self,
+        query: str,
+        params: Any = None,
+        *,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        route: Route | None = None,
+        max_rows: int | None = None,
     ) -> list[Row]:
         """All rows of ``query``. ``timeout`` bounds the statement (seconds).
+
+        With ``max_rows``, at most that many rows come back as `Rows`, whose
+        ``truncated`` says whether there were more: a query (SELECT, VALUES,
+        TABLE, WITH...SELECT) runs through a server-side cursor in its own
+        transaction, so the server stops producing rows at the cap; other
+        statements are read whole and cut.
 
         Raises:
             TimeoutError: the statement ran longer than ``timeout`` (cancelled).
             PoolTimeout: no connection within the pool's timeout.
         """
+        if max_rows is not None:
+            return await guarded.fetch_bounded(
+                self, query, params, max_rows, timeout, idempotent, route
+            )
         return await self._once(self._q.fetch, query, params, timeout, idempotent, route)
+
+    def stream(
+        self,
+        query: str,
+        params: Any = None,
+        *,
+        batch_size: int = 1000,
+        timeout: float | None = None,
+        route: Route | None = None,
+    ) -> AsyncIterator[list[Row]]:
+        """The rows of a query in lists of at most ``batch_size``, read through
+        a server-side cursor: memory stays bounded whatever the result's size.
+
+        Holds one connection (in a transaction) until the iteration ends;
+        close the iterator when leaving early (``contextlib.aclosing``, or
+        ``closing`` for `Database`). ``timeout`` bounds each batch.
+
+        Raises:
+            ConfigError: ``batch_size`` is not a whole number >= 1.
+        """
+        return guarded.stream(self, query, params, batch_size, timeout, route)
+
+    async def run_guarded(
+        self, sql: str, params: Any = None, *, guard: Guard | None = None
+    ) -> Rows:
+        """Run SQL from an untrusted caller behind ``guard`` (default: the
+        database's ``guard`` setting, else a read-only `Guard()`).
+
+        The text must be one statement of a kind the guard allows (parsed by
+        PostgreSQL's own parser); it runs in a READ ONLY transaction that is
+        always rolled back (with ``allow_writes``: READ WRITE, committed) with
+        the guard's timeouts, and the session is verified clean afterwards
+        (a connection that is not is discarded). At most ``guard.max_rows``
+        rows come back; ``truncated`` says whether there were more. See
+        docs/untrusted-sql.md.
+
+        Raises:
+            GuardRefused: the text broke a rule (nothing was sent).
+            TimeoutError: it ran past ``guard.timeout`` and was cancelled.
+            ConfigError: ``guard`` is not a `Guard`.
+        """
+        return await guarded.run_guarded(self, sql, params, guard)
 
     async def fetchrow(
         self,

@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from psycopg.conninfo import make_conninfo
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    InstanceOf,
+    PlainSerializer,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -27,6 +30,7 @@ from .._policy.retry import RetryPolicy
 from .._policy.routing import OPTIONS as ROUTER_OPTIONS
 from .._policy.routing import PROBE_INTERVAL, PROBE_TIMEOUT
 from ..errors import ConfigError
+from ..guard import Guard
 from .problems import to_config_error
 from .values import (
     GUC_NAME,
@@ -48,6 +52,59 @@ from .values import (
 )
 
 __all__ = ["BreakerSettings", "DatabaseSettings", "RetrySettings"]
+
+
+def _guard(value: Any) -> Any:
+    """A `Guard`, from itself or from a table of its options (TOML)."""
+    if value is None or isinstance(value, Guard):
+        return value
+    if isinstance(value, Mapping):
+        return Guard.from_mapping({k: _guard_text(k, v) for k, v in value.items()})
+    raise ValueError("must be a pgharbor.Guard or a table of its options")
+
+
+_ON, _OFF = frozenset({"true", "on", "yes", "1"}), frozenset({"false", "off", "no", "0"})
+
+
+def _guard_text(key: str, value: Any) -> Any:
+    """A guard option read as text (``.env``, the environment), parsed."""
+    if not is_text(value):
+        return value
+    text = str(value).strip()
+    low = text.lower()
+    try:
+        if key == "allow_writes":
+            if low in _ON | _OFF:
+                return low in _ON
+            raise ValueError
+        if key in ("allowed_schemas", "denied_functions"):
+            return [part.strip() for part in text.split(",") if part.strip()]
+        if low in ("none", "null", ""):
+            return None
+        if key in ("max_rows", "max_length"):
+            return int(text)
+        if key in ("timeout", "lock_timeout", "idle_timeout"):
+            return float(text)
+    except ValueError:
+        raise ConfigError(key, f"cannot read {text!r}") from None
+    return value
+
+
+def _guard_data(value: Guard | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    data = dataclasses.asdict(value)
+    data["allowed_schemas"] = None if value.allowed_schemas is None else list(value.allowed_schemas)
+    data["denied_functions"] = sorted(value.denied_functions)
+    return data
+
+
+#: The default `Guard` of a database (`Database.run_guarded`, `pgharbor mcp`).
+GuardSetting = Annotated[
+    InstanceOf[Guard] | None,
+    BeforeValidator(_guard),
+    PlainSerializer(_guard_data),
+]
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 SessionAttrs = Literal["any", "read-write", "read-only", "primary", "standby", "prefer-standby"]
@@ -258,6 +315,8 @@ class DatabaseSettings(_Strict):
     # -- observability -----------------------------------------------------------
     slow_query: OptionalSeconds = None
     log_parameters: Flag = False
+    # -- untrusted SQL (see pgharbor.guard) ------------------------------------------
+    guard: GuardSetting = None
 
     _URLS: ClassVar[tuple[str, ...]] = ("url", "primary")
 

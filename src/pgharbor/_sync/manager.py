@@ -20,7 +20,7 @@ from .._policy.health import DatabaseHealth
 from ..checks import CheckReport, DatabaseCheck
 from ..errors import ConfigError
 from ..metrics import Event as PoolEvent
-from ..privileges import Requirement
+from ..privileges import WRITE_ACCESS, Requirement, write_access
 from ..version import MINIMUM_SUPPORTED
 from .database import Database
 
@@ -239,6 +239,8 @@ class DatabaseManager:
             check.privileges_missing = [
                 f"{m} ({', '.join(m.objects)})" if m.objects else str(m) for m in report.missing
             ]
+            check.write_access = write_access(db.fetchrow(WRITE_ACCESS))
+            check.can_write = bool(check.write_access)
             if not check.tls:
                 check.warnings.append("connection is not encrypted (sslmode)")
         except Exception as exc:  # reported in the check, not raised

@@ -14,11 +14,11 @@ so a timed-out connection usually goes back to the pool idle.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from pgharbor.drivers.queries_psycopg import begin_statement, cached_row_class
-from pgharbor.drivers.query import Isolation, Row
+from pgharbor.drivers.queries_psycopg import begin_statement, cached_row_class, limited
+from pgharbor.drivers.query import Isolation, Row, Rows
 
 __all__ = ["AsyncpgQueries", "rows_affected"]
 
@@ -68,6 +68,47 @@ def _rows(records: list[Any]) -> list[Row]:
         return []
     cls = cached_row_class(tuple(records[0].keys()))
     return [cls(record) for record in records]  # a Record iterates over its values
+
+
+async def _fetch_limited(
+    conn: Any,
+    sql: str,
+    args: Sequence[Any],
+    max_rows: int | None,
+    timeout: float | None,
+    cursor: bool,
+) -> Rows:
+    # Always the extended protocol (a prepared statement: the server refuses
+    # a second statement). A query inside a transaction goes through a portal
+    # with a row limit, so the server stops at ``max_rows + 1``; its statement
+    # comes from asyncpg's cache.
+    if cursor and max_rows is not None and conn.is_in_transaction():
+        cur = await conn.cursor(sql, *args, timeout=timeout)
+        records = await cur.fetch(max_rows + 1, timeout=timeout)
+        if records:
+            return limited(_rows(records), list(records[0].keys()), max_rows, -1)
+        # No rows: the names come from describing the statement (not run again).
+        stmt = await conn.prepare(sql, timeout=timeout)
+        return Rows(columns=[attr.name for attr in stmt.get_attributes()])
+    # Anything else is read whole; the status gives a write's row count.
+    stmt = await conn.prepare(sql, timeout=timeout)
+    records = await stmt.fetch(*args, timeout=timeout)
+    if max_rows is not None and len(records) > max_rows + 1:
+        del records[max_rows + 1 :]
+    names = [attr.name for attr in stmt.get_attributes()]
+    status = stmt.get_statusmsg() or ""
+    return limited(_rows(records), names, max_rows, rows_affected(status) if status else -1)
+
+
+async def _stream(
+    conn: Any, sql: str, args: Sequence[Any], batch_size: int, timeout: float | None
+) -> AsyncIterator[list[Row]]:
+    cur = await _bounded(conn, conn.cursor(sql, *args, timeout=timeout))
+    while True:
+        batch = await _bounded(conn, cur.fetch(batch_size, timeout=timeout))
+        if not batch:
+            return
+        yield _rows(batch)
 
 
 class AsyncpgQueries:
@@ -170,3 +211,37 @@ class AsyncpgQueries:
     async def rollback(self, conn: Any) -> None:
         """Send ``ROLLBACK``."""
         await conn.execute("ROLLBACK")
+
+    # -- bounded results -------------------------------------------------------
+
+    async def fetch_limited(
+        self,
+        conn: Any,
+        sql: str,
+        params: Any,
+        max_rows: int | None,
+        timeout: float | None,
+        cursor: bool,
+    ) -> Rows:
+        """One statement, prepared (extended protocol), at most ``max_rows``
+        rows; with ``cursor``, inside a transaction, through a portal with a
+        row limit (the server stops producing)."""
+        args = _NO_PARAMS if params is None else params
+        return await _bounded(conn, _fetch_limited(conn, sql, args, max_rows, timeout, cursor))
+
+    def stream(
+        self, conn: Any, sql: str, params: Any, batch_size: int, timeout: float | None
+    ) -> AsyncIterator[list[Row]]:
+        """Batches of rows through an asyncpg cursor (a transaction must be open)."""
+        return _stream(conn, sql, _NO_PARAMS if params is None else params, batch_size, timeout)
+
+    def render(self, conn: Any, sql: str, params: Any) -> tuple[str, str, Any]:
+        """``(sql, sql, params)``: asyncpg always sends parameters apart."""
+        return sql, sql, params
+
+    async def close(self, conn: Any) -> None:
+        """Close the connection at once (the pool then discards it); never raises."""
+        try:
+            conn.terminate()
+        except Exception:
+            pass

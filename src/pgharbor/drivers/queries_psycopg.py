@@ -23,21 +23,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import psycopg
 from psycopg import errors as e
 from psycopg import sql as pgsql
 from psycopg.rows import no_result, tuple_row
 
 from pgharbor.drivers._sockets import sever
-from pgharbor.drivers.query import Isolation, Row, row_class
+from pgharbor.drivers.query import Isolation, Row, Rows, row_class
 
 __all__ = [
     "AsyncPsycopgQueries",
     "PsycopgQueries",
     "begin_statement",
     "cached_row_class",
+    "limited",
     "run_with_timeout",
 ]
 
@@ -81,6 +83,24 @@ def begin_statement(isolation: Isolation | str | None, read_only: bool, deferrab
         # Only has an effect with SERIALIZABLE READ ONLY; the server accepts it anywhere.
         text += " DEFERRABLE"
     return text
+
+
+#: Name of the server-side cursor bounded fetches declare (one at a time per
+#: connection, closed before the call returns).
+CURSOR_NAME = "pgharbor_cursor"
+
+
+def limited(rows: list[Row], names: Sequence[str], max_rows: int | None, rowcount: int) -> Rows:
+    """`Rows` from ``rows`` fetched with a cap of ``max_rows + 1``: the extra
+    row only says that there were more."""
+    truncated = max_rows is not None and len(rows) > max_rows
+    if truncated:
+        del rows[max_rows:]
+    return Rows(rows, columns=names, truncated=truncated, rowcount=rowcount)
+
+
+def _names(cur: Any) -> list[str]:
+    return [col.name for col in cur.description or ()]
 
 
 class _StatementTimer:
@@ -321,6 +341,59 @@ def _copy(conn: Any, statement: Any, records: Iterable[Sequence[Any]]) -> int:
     return int(cur.rowcount)  # from the server's "COPY n"
 
 
+def _cursor_statements(sql: str, max_rows: int | None) -> tuple[str, str, str]:
+    count = "ALL" if max_rows is None else str(max_rows + 1)
+    return (
+        f"DECLARE {CURSOR_NAME} NO SCROLL CURSOR FOR {sql}",
+        f"FETCH FORWARD {count} FROM {CURSOR_NAME}",
+        f"CLOSE {CURSOR_NAME}",
+    )
+
+
+def _fetch_limited(conn: Any, sql: str, params: Any, max_rows: int | None, cursor: bool) -> Rows:
+    # Pipeline mode: every statement goes with the extended protocol (the
+    # server refuses a second statement in ``sql``), and all of them in one
+    # round trip. With ``cursor``: DECLARE, FETCH max_rows + 1, CLOSE -- the
+    # server stops producing at the cap. Without: every row is read (EXPLAIN,
+    # SHOW and RETURNING results) and the ones past the cap dropped.
+    cur = conn.cursor(row_factory=_row_factory)
+    with conn.pipeline():
+        if cursor:
+            declare, fetch, close = _cursor_statements(sql, max_rows)
+            conn.cursor().execute(declare, params, prepare=False)
+            cur.execute(fetch, prepare=False)
+            conn.cursor().execute(close, prepare=False)
+        else:
+            cur.execute(sql, params)
+    rows = cur.fetchall() if cur.description is not None else []
+    return limited(rows, _names(cur), max_rows, -1 if cursor else int(cur.rowcount))
+
+
+def _stream(
+    conn: Any, sql: str, params: Any, batch_size: int, timeout: float | None
+) -> Iterator[list[Row]]:
+    with conn.cursor(name=CURSOR_NAME, row_factory=_row_factory) as cur:
+        if timeout is None:
+            cur.execute(sql, params)
+        else:
+            _timed(conn, timeout, cur.execute, sql, params)
+        while True:
+            if timeout is None:
+                batch = cur.fetchmany(batch_size)
+            else:
+                batch = _timed(conn, timeout, cur.fetchmany, batch_size)
+            if not batch:
+                return
+            yield batch
+
+
+def _close(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
 class PsycopgQueries:
     """The query protocol on a blocking ``psycopg.Connection`` (autocommit).
 
@@ -411,6 +484,41 @@ class PsycopgQueries:
         """Send ``ROLLBACK`` (psycopg sees it and clears its prepared-statement cache)."""
         conn.execute("ROLLBACK", prepare=False)
 
+    # -- bounded results -------------------------------------------------------
+
+    def fetch_limited(
+        self,
+        conn: Any,
+        sql: str,
+        params: Any,
+        max_rows: int | None,
+        timeout: float | None,
+        cursor: bool,
+    ) -> Rows:
+        """One statement, extended protocol, at most ``max_rows`` rows (see
+        `pgharbor.drivers.query.Queries`); with ``cursor`` a server-side
+        cursor (a transaction must be open)."""
+        if timeout is None:
+            return _fetch_limited(conn, sql, params, max_rows, cursor)
+        return _timed(conn, timeout, _fetch_limited, conn, sql, params, max_rows, cursor)
+
+    def stream(
+        self, conn: Any, sql: str, params: Any, batch_size: int, timeout: float | None
+    ) -> Iterator[list[Row]]:
+        """Batches of rows through a server-side cursor (a transaction must be open)."""
+        return _stream(conn, sql, params, batch_size, timeout)
+
+    def render(self, conn: Any, sql: str, params: Any) -> tuple[str, str, Any]:
+        """The text with parameters inlined (for the guard to parse; psycopg
+        itself sends them separately), and ``sql``/``params`` unchanged."""
+        if params is None:
+            return sql, sql, None
+        return psycopg.ClientCursor(conn).mogrify(sql, params), sql, params
+
+    def close(self, conn: Any) -> None:
+        """Close the connection (the pool then discards it); never raises."""
+        _close(conn)
+
 
 # -- psycopg async ----------------------------------------------------------------
 
@@ -446,6 +554,40 @@ async def _acopy(conn: Any, statement: Any, records: Iterable[Sequence[Any]]) ->
         for record in records:
             await copy.write_row(record)
     return int(cur.rowcount)
+
+
+async def _afetch_limited(
+    conn: Any, sql: str, params: Any, max_rows: int | None, cursor: bool
+) -> Rows:
+    cur = conn.cursor(row_factory=_row_factory)
+    async with conn.pipeline():  # as `_fetch_limited`
+        if cursor:
+            declare, fetch, close = _cursor_statements(sql, max_rows)
+            await conn.cursor().execute(declare, params, prepare=False)
+            await cur.execute(fetch, prepare=False)
+            await conn.cursor().execute(close, prepare=False)
+        else:
+            await cur.execute(sql, params)
+    rows = await cur.fetchall() if cur.description is not None else []
+    return limited(rows, _names(cur), max_rows, -1 if cursor else int(cur.rowcount))
+
+
+async def _astream(
+    conn: Any, sql: str, params: Any, batch_size: int, timeout: float | None
+) -> AsyncIterator[list[Row]]:
+    async with conn.cursor(name=CURSOR_NAME, row_factory=_row_factory) as cur:
+        if timeout is None:
+            await cur.execute(sql, params)
+        else:
+            await _abounded(conn, timeout, lambda _c: cur.execute(sql, params))
+        while True:
+            if timeout is None:
+                batch = await cur.fetchmany(batch_size)
+            else:
+                batch = await _abounded(conn, timeout, lambda _c: cur.fetchmany(batch_size))
+            if not batch:
+                return
+            yield batch
 
 
 class AsyncPsycopgQueries:
@@ -527,3 +669,40 @@ class AsyncPsycopgQueries:
     async def rollback(self, conn: Any) -> None:
         """Send ``ROLLBACK`` (psycopg sees it and clears its prepared-statement cache)."""
         await conn.execute("ROLLBACK", prepare=False)
+
+    # -- bounded results -------------------------------------------------------
+
+    async def fetch_limited(
+        self,
+        conn: Any,
+        sql: str,
+        params: Any,
+        max_rows: int | None,
+        timeout: float | None,
+        cursor: bool,
+    ) -> Rows:
+        """One statement, extended protocol, at most ``max_rows`` rows (see
+        `pgharbor.drivers.query.AsyncQueries`); with ``cursor`` a server-side
+        cursor (a transaction must be open)."""
+        if timeout is None:
+            return await _afetch_limited(conn, sql, params, max_rows, cursor)
+        return await _abounded(conn, timeout, _afetch_limited, sql, params, max_rows, cursor)
+
+    def stream(
+        self, conn: Any, sql: str, params: Any, batch_size: int, timeout: float | None
+    ) -> AsyncIterator[list[Row]]:
+        """Batches of rows through a server-side cursor (a transaction must be open)."""
+        return _astream(conn, sql, params, batch_size, timeout)
+
+    def render(self, conn: Any, sql: str, params: Any) -> tuple[str, str, Any]:
+        """As `PsycopgQueries.render`."""
+        if params is None:
+            return sql, sql, None
+        return psycopg.AsyncClientCursor(conn).mogrify(sql, params), sql, params
+
+    async def close(self, conn: Any) -> None:
+        """Close the connection (the pool then discards it); never raises."""
+        try:
+            await conn.close()
+        except Exception:
+            pass

@@ -23,11 +23,13 @@ import psycopg2.extras
 from pgharbor.drivers._sockets import sever
 from pgharbor.drivers.psycopg2 import cancel
 from pgharbor.drivers.queries_psycopg import (
+    CURSOR_NAME,
     begin_statement,
     cached_row_class,
+    limited,
     run_with_timeout,
 )
-from pgharbor.drivers.query import Isolation, Row
+from pgharbor.drivers.query import Isolation, Row, Rows
 
 __all__ = ["Psycopg2Queries", "copy_text"]
 
@@ -158,6 +160,63 @@ def _timed(conn: Any, timeout: float, fn: Callable[..., T], *args: Any) -> T:
     )
 
 
+def _as_rows(cur: Any, rows: list[tuple[Any, ...]]) -> list[Row]:
+    if not rows:
+        return []
+    cls = cached_row_class(tuple([col[0] for col in cur.description]))
+    return [cls(row) for row in rows]
+
+
+def _declare(cur: Any, sql: str, params: Any) -> None:
+    # psycopg2 only speaks the simple protocol: a second statement in
+    # ``sql`` would run. The guard parses the exact text sent (`render`);
+    # the transaction it opens is the next wall.
+    cur.execute(f"DECLARE {CURSOR_NAME} NO SCROLL CURSOR FOR {sql}", params)
+
+
+def _fetch_limited(conn: Any, sql: str, params: Any, max_rows: int | None, cursor: bool) -> Rows:
+    with conn.cursor() as cur:
+        if cursor:
+            _declare(cur, sql, params)
+            try:
+                count = "ALL" if max_rows is None else str(max_rows + 1)
+                cur.execute(f"FETCH FORWARD {count} FROM {CURSOR_NAME}")
+                names = [col[0] for col in cur.description or ()]
+                return limited(_as_rows(cur, cur.fetchall()), names, max_rows, -1)
+            finally:
+                if conn.get_transaction_status() == ext.TRANSACTION_STATUS_INTRANS:
+                    cur.execute(f"CLOSE {CURSOR_NAME}")
+        cur.execute(sql, params)
+        if cur.description is None:
+            return Rows(rowcount=int(cur.rowcount))
+        names = [col[0] for col in cur.description]
+        rows = cur.fetchall() if max_rows is None else cur.fetchmany(max_rows + 1)
+        return limited(_as_rows(cur, rows), names, max_rows, int(cur.rowcount))
+
+
+def _stream(
+    conn: Any, sql: str, params: Any, batch_size: int, timeout: float | None
+) -> Iterator[list[Row]]:
+    def run(cur: Any, text: str, args: Any) -> None:
+        if timeout is None:
+            cur.execute(text, args)
+        else:
+            _timed(conn, timeout, cur.execute, text, args)
+
+    with conn.cursor() as cur:
+        run(cur, f"DECLARE {CURSOR_NAME} NO SCROLL CURSOR FOR {sql}", params)
+        try:
+            while True:
+                run(cur, f"FETCH FORWARD {int(batch_size)} FROM {CURSOR_NAME}", None)
+                batch = _as_rows(cur, cur.fetchall())
+                if not batch:
+                    return
+                yield batch
+        finally:
+            if conn.get_transaction_status() == ext.TRANSACTION_STATUS_INTRANS:
+                cur.execute(f"CLOSE {CURSOR_NAME}")
+
+
 class Psycopg2Queries:
     """The query protocol on a psycopg2 ``connection`` (autocommit).
 
@@ -243,3 +302,44 @@ class Psycopg2Queries:
     def rollback(self, conn: Any) -> None:
         """Send ``ROLLBACK`` (psycopg2's ``rollback()`` does nothing in autocommit)."""
         _execute(conn, "ROLLBACK", None)
+
+    # -- bounded results -------------------------------------------------------
+
+    def fetch_limited(
+        self,
+        conn: Any,
+        sql: str,
+        params: Any,
+        max_rows: int | None,
+        timeout: float | None,
+        cursor: bool,
+    ) -> Rows:
+        """One statement, at most ``max_rows`` rows; with ``cursor``
+        ``DECLARE``/``FETCH FORWARD max_rows + 1`` (a transaction must be
+        open). psycopg2 sends the text with the simple protocol."""
+        if timeout is None:
+            return _fetch_limited(conn, sql, params, max_rows, cursor)
+        return _timed(conn, timeout, _fetch_limited, conn, sql, params, max_rows, cursor)
+
+    def stream(
+        self, conn: Any, sql: str, params: Any, batch_size: int, timeout: float | None
+    ) -> Iterator[list[Row]]:
+        """Batches of rows through ``DECLARE``/``FETCH`` (a transaction must be open)."""
+        return _stream(conn, sql, params, batch_size, timeout)
+
+    def render(self, conn: Any, sql: str, params: Any) -> tuple[str, str, Any]:
+        """The exact text psycopg2 will send (parameters inlined by
+        ``mogrify``), to be parsed and then sent as it is, without params."""
+        if params is None:
+            return sql, sql, None
+        with conn.cursor() as cur:
+            raw = cur.mogrify(sql, params)
+        text = raw.decode(ext.encodings.get(conn.encoding, "utf-8"))
+        return text, text, None
+
+    def close(self, conn: Any) -> None:
+        """Close the connection (the pool then discards it); never raises."""
+        try:
+            conn.close()
+        except Exception:
+            pass

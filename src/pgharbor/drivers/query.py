@@ -16,10 +16,10 @@ left idle-in-error so that the pool's return path cleans or discards it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, Protocol
 
-__all__ = ["AsyncQueries", "Isolation", "Queries", "Row"]
+__all__ = ["AsyncQueries", "Isolation", "Queries", "Row", "Rows"]
 
 
 class Isolation(enum.Enum):
@@ -61,6 +61,31 @@ class Row(tuple[Any, ...]):
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self.items())
         return f"Row({inner})"
+
+
+class Rows(list[Row]):
+    """The rows of a bounded fetch: a list of `Row` that also says whether
+    there were more (``truncated``), the result's ``columns`` (known even
+    without rows) and ``rowcount`` (rows affected by a write, else -1)."""
+
+    __slots__ = ("columns", "rowcount", "truncated")
+
+    def __init__(
+        self,
+        rows: Iterable[Row] = (),
+        *,
+        columns: Sequence[str] = (),
+        truncated: bool = False,
+        rowcount: int = -1,
+    ) -> None:
+        super().__init__(rows)
+        self.columns: tuple[str, ...] = tuple(columns)
+        self.truncated = truncated
+        self.rowcount = rowcount
+
+    def __repr__(self) -> str:
+        more = ", truncated" if self.truncated else ""
+        return f"<Rows {len(self)} row(s) columns={list(self.columns)!r}{more}>"
 
 
 def row_class(names: Sequence[str]) -> type[Row]:
@@ -122,6 +147,43 @@ class AsyncQueries(Protocol):
         """Roll back the open transaction."""
         ...
 
+    # -- bounded results (the guard, fetch(max_rows=), stream) -----------------
+
+    async def fetch_limited(
+        self,
+        conn: Any,
+        sql: str,
+        params: Any,
+        max_rows: int | None,
+        timeout: float | None,
+        cursor: bool,
+    ) -> Rows:
+        """One statement, sent with the extended protocol where the driver
+        can (the server then refuses a second statement), at most ``max_rows``
+        rows kept (None: all). With ``cursor`` (a transaction must be open;
+        only SELECT/VALUES/TABLE/WITH...SELECT), the rows come through a
+        server-side cursor or portal and the server stops producing after
+        ``max_rows + 1``; without, every row is read and the rest dropped."""
+        ...
+
+    def stream(
+        self, conn: Any, sql: str, params: Any, batch_size: int, timeout: float | None
+    ) -> AsyncIterator[list[Row]]:
+        """The rows of a query in lists of at most ``batch_size``, through a
+        server-side cursor (a transaction must be open): memory stays bounded.
+        ``timeout`` bounds each batch."""
+        ...
+
+    def render(self, conn: Any, sql: str, params: Any) -> tuple[str, str, Any]:
+        """``(text, sql, params)``: the statement as the server will read it
+        (what a guard must parse: parameters inlined where the driver inlines
+        them), and what to send in its place."""
+        ...
+
+    async def close(self, conn: Any) -> None:
+        """Close the connection now (the pool then discards it); never raises."""
+        ...
+
 
 class Queries(Protocol):
     """Query operations on a native blocking connection (as `AsyncQueries`)."""
@@ -155,3 +217,21 @@ class Queries(Protocol):
     def commit(self, conn: Any) -> None: ...
 
     def rollback(self, conn: Any) -> None: ...
+
+    def fetch_limited(
+        self,
+        conn: Any,
+        sql: str,
+        params: Any,
+        max_rows: int | None,
+        timeout: float | None,
+        cursor: bool,
+    ) -> Rows: ...
+
+    def stream(
+        self, conn: Any, sql: str, params: Any, batch_size: int, timeout: float | None
+    ) -> Iterator[list[Row]]: ...
+
+    def render(self, conn: Any, sql: str, params: Any) -> tuple[str, str, Any]: ...
+
+    def close(self, conn: Any) -> None: ...
