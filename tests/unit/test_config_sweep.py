@@ -121,6 +121,8 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("driver", {"driver": "mysql"}, "driver", "input should be 'psycopg'"),
     ("pgbouncer", {"pgbouncer": "yes"}, "pgbouncer", "must be true or false"),
+    ("guard", {"guard": 5}, "guard", "must be a pgharbor.Guard or a table of its options"),
+    ("guard", {"guard": {"max_rows": -1}}, "guard.max_rows", "must be a whole number >= 1"),
     (
         "pgbouncer_prepared_statements",
         {"pgbouncer_prepared_statements": True},

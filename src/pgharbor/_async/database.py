@@ -22,7 +22,7 @@ from .._batch import KeysetQuery
 from .._policy.health import DatabaseHealth
 from .._policy.retry import RetryPolicy
 from .._policy.routing import Route
-from .._policy.sqlstate import sqlstate_of
+from .._policy.sqlstate import sqlstate_of, statement_did_not_run
 from .._querylog import QueryLog
 from ..config import DatabaseSettings
 from ..drivers import get_async_queries
@@ -845,9 +845,10 @@ class AsyncTransaction:
                     db._topology.note_write()
             except Exception as commit_error:
                 db._topology.note_error(pool, commit_error)
-                if pool.connector.is_disconnect(commit_error) or (
-                    status(conn) is ConnStatus.BROKEN
+                if not statement_did_not_run(commit_error) and (
+                    pool.connector.is_disconnect(commit_error) or status(conn) is ConnStatus.BROKEN
                 ):
+                    # Sent, and the connection lost: it may have committed.
                     raise CommitOutcomeUnknown(
                         f"database {db.name!r}: the connection was lost while "
                         "COMMIT was in flight; the transaction may or may not have "

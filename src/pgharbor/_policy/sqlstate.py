@@ -145,7 +145,10 @@ _DISCONNECT_MESSAGE = re.compile(
     r"|could not receive data from server|could not send data to server"
     r"|SSL SYSCALL error|SSL connection has been closed unexpectedly"
     r"|consuming input failed|sending query failed|lost synchronization with server"
-    r"|connection reset by peer|broken pipe|no connection to the server)",
+    r"|connection reset by peer|broken pipe|no connection to the server"
+    # asyncpg, when the server's FATAL arrived between two operations of a
+    # connection (its protocol then refuses the next one before sending it)
+    r"|cannot switch to state \d+; another operation \(\d+\) is in progress)",
     re.IGNORECASE,
 )
 

@@ -349,8 +349,10 @@ class AsyncpgDriver:
         """Whether ``exc`` means the asyncpg connection is lost.
 
         True for ``ConnectionDoesNotExistError``, ``PostgresConnectionError``
-        (class 08), 57P01-57P05, ``InterfaceError`` "connection is closed", and
-        socket errors (``OSError`` except ``TimeoutError``).
+        (class 08), 57P01-57P05, ``InterfaceError`` "connection is closed",
+        ``InternalClientError`` "another operation is in progress" (the
+        server's FATAL read between two operations), and socket errors
+        (``OSError`` except ``TimeoutError``).
         """
         if isinstance(exc, TimeoutError):
             return False
@@ -361,7 +363,10 @@ class AsyncpgDriver:
             return True
         if isinstance(exc, asyncpg.PostgresError):
             return is_disconnect(sqlstate_of(exc))
-        if isinstance(exc, asyncpg.InterfaceError):
+        if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError):
+            # InternalClientError "cannot switch to state ...; another
+            # operation (2) is in progress": the server ended the session
+            # (its FATAL was read) between two operations.
             text = str(exc).lower()
             return any(t in text for t in _CLOSED_TEXT) or is_disconnect_message(text)
         return False
