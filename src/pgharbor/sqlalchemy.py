@@ -261,7 +261,8 @@ class HarborPool(Pool):
             record.native = None
             self._driver.terminate(native)
         elif self._attributes:
-            record.attributes = tuple(getattr(native, a) for a in self._attributes) + (
+            record.attributes = (
+                *(getattr(native, a) for a in self._attributes),
                 native.autocommit,
             )
         self._release(native)
@@ -282,9 +283,10 @@ class HarborPool(Pool):
         self._records[id(native)] = record
         return record
 
-    def _adopt(self, record: ConnectionPoolEntry) -> Any:
-        """The pool's creator: the DB-API connection for ``record``."""
-        assert isinstance(record, _Record)
+    def _adopt(self, rec: ConnectionPoolEntry) -> Any:
+        """The pool's creator: the DB-API connection for ``rec``."""
+        assert isinstance(rec, _Record)
+        record = rec
         native = _handover.conn
         if native is None:
             # SQLAlchemy reconnects a record in place (a failed pre-ping, a
@@ -366,7 +368,7 @@ class AsyncHarborPool(HarborPool):
     bridge, as `sqlalchemy.pool.AsyncAdaptedQueuePool` does."""
 
     _async = True
-    _is_asyncio = True  # type: ignore[assignment]
+    _is_asyncio = True
     _dialect = _AsyncConnDialect()
 
     def _open(self) -> None:
@@ -433,9 +435,7 @@ def create_engine(url: str | URL, **settings: Any) -> Engine:
             pgharbor's), or an invalid pgharbor setting.
     """
     sa_url, factory, sa_settings = _prepare(url, settings, asynchronous=False)
-    return sqlalchemy.create_engine(
-        sa_url, poolclass=HarborPool, pgharbor=factory, **sa_settings
-    )
+    return sqlalchemy.create_engine(sa_url, poolclass=HarborPool, pgharbor=factory, **sa_settings)
 
 
 def create_async_engine(url: str | URL, **settings: Any) -> AsyncEngine:

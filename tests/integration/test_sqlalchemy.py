@@ -10,17 +10,15 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-sa = pytest.importorskip("sqlalchemy")
-pytest.importorskip("greenlet")
-
-from sqlalchemy import exc as sa_exc  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession  # noqa: E402
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column  # noqa: E402
-
-from pgharbor import AsyncPool, ConfigError, Pool, PoolTimeout  # noqa: E402
-from pgharbor.sqlalchemy import create_async_engine, create_engine, pool_of  # noqa: E402
-from pgharbor.testing import PostgresServer, TempDatabase  # noqa: E402
+from pgharbor import AsyncPool, ConfigError, Pool, PoolTimeout
+from pgharbor.sqlalchemy import create_async_engine, create_engine, pool_of
+from pgharbor.testing import PostgresServer, TempDatabase
 
 SYNC_DRIVERS = ["psycopg", "psycopg2"]
 ASYNC_DRIVERS = ["psycopg", "asyncpg"]
@@ -41,13 +39,11 @@ def _url(db: TempDatabase, driver: str) -> str:
 
 
 @pytest.fixture
-def make_engine(
-    pg_database: TempDatabase, app_name: str
-) -> Iterator[Callable[..., sa.engine.Engine]]:
+def make_engine(pg_database: TempDatabase, app_name: str) -> Iterator[Callable[..., Engine]]:
     """Sync engines tagged with the test's application_name, disposed after."""
-    engines: list[sa.engine.Engine] = []
+    engines: list[Engine] = []
 
-    def factory(driver: str = "psycopg", **settings: Any) -> sa.engine.Engine:
+    def factory(driver: str = "psycopg", **settings: Any) -> Engine:
         settings.setdefault("min_size", 1)
         settings.setdefault("max_size", 2)
         settings.setdefault("timeout", 5.0)
@@ -82,7 +78,7 @@ async def make_async_engine(
         await engine.dispose()
 
 
-def _count(engine: sa.engine.Engine) -> int:
+def _count(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.text("SELECT count(*) FROM t")).scalar_one())
 
@@ -92,7 +88,7 @@ def _count(engine: sa.engine.Engine) -> int:
 
 @pytest.mark.parametrize("driver", SYNC_DRIVERS)
 def test_begin_rolls_back_on_error_and_commits_otherwise(
-    make_engine: Callable[..., sa.engine.Engine], driver: str
+    make_engine: Callable[..., Engine], driver: str
 ) -> None:
     """A failing engine.begin() block leaves nothing written; a good one commits."""
     engine = make_engine(driver)
@@ -114,7 +110,7 @@ def test_begin_rolls_back_on_error_and_commits_otherwise(
 
 @pytest.mark.parametrize("driver", SYNC_DRIVERS)
 def test_checkouts_beyond_max_size_do_not_leak(
-    make_engine: Callable[..., sa.engine.Engine], driver: str
+    make_engine: Callable[..., Engine], driver: str
 ) -> None:
     """Closing an engine connection gives it back: 3x max_size checkouts in a row
     with a 1 s timeout all succeed, and nothing stays lent out."""
@@ -128,7 +124,7 @@ def test_checkouts_beyond_max_size_do_not_leak(
 
 
 def test_pool_exhaustion_raises_pgharbors_timeout(
-    make_engine: Callable[..., sa.engine.Engine],
+    make_engine: Callable[..., Engine],
 ) -> None:
     """With every connection held, a checkout fails with pgharbor's PoolTimeout."""
     engine = make_engine(max_size=1, timeout=0.2)
@@ -137,7 +133,7 @@ def test_pool_exhaustion_raises_pgharbors_timeout(
 
 
 def test_isolation_level_holds_on_every_checkout(
-    make_engine: Callable[..., sa.engine.Engine],
+    make_engine: Callable[..., Engine],
 ) -> None:
     """The engine's isolation_level applies on every checkout (pgharbor's reset
     at return does not lose it), and one connection's AUTOCOMMIT does not leak
@@ -160,7 +156,7 @@ def test_isolation_level_holds_on_every_checkout(
 
 
 def test_dispose_closes_the_pgharbor_pool(
-    make_engine: Callable[..., sa.engine.Engine], pg_server: PostgresServer, app_name: str
+    make_engine: Callable[..., Engine], pg_server: PostgresServer, app_name: str
 ) -> None:
     """engine.dispose() closes the pgharbor pool (no backend left); the engine
     then works on a new pool."""
@@ -179,7 +175,7 @@ def test_dispose_closes_the_pgharbor_pool(
 
 
 def test_dead_idle_connection_is_never_lent(
-    make_engine: Callable[..., sa.engine.Engine], pg_server: PostgresServer
+    make_engine: Callable[..., Engine], pg_server: PostgresServer
 ) -> None:
     """A backend killed while its connection sits idle in the pool: no statement
     fails (pgharbor's checkout check catches it, unsent); invalidate() on a
@@ -198,7 +194,7 @@ def test_dead_idle_connection_is_never_lent(
 
 
 def test_disconnect_mid_use_invalidates_one_connection(
-    make_engine: Callable[..., sa.engine.Engine], pg_server: PostgresServer
+    make_engine: Callable[..., Engine], pg_server: PostgresServer
 ) -> None:
     """A connection killed while checked out: SQLAlchemy raises a disconnect
     error and invalidates it; the other, healthy connection is kept (not
@@ -220,7 +216,7 @@ def test_disconnect_mid_use_invalidates_one_connection(
 
 @pytest.mark.parametrize("driver", SYNC_DRIVERS)
 def test_server_restart_between_sessions_is_invisible(
-    make_engine: Callable[..., sa.engine.Engine], pg_server: PostgresServer, driver: str
+    make_engine: Callable[..., Engine], pg_server: PostgresServer, driver: str
 ) -> None:
     """pg_server.restart() between two ORM sessions: the second one works, on
     new connections (the dead ones are caught at checkout, unsent)."""
@@ -237,7 +233,7 @@ def test_server_restart_between_sessions_is_invisible(
 
 
 def test_detached_connection_frees_its_slot_once_closed(
-    make_engine: Callable[..., sa.engine.Engine],
+    make_engine: Callable[..., Engine],
 ) -> None:
     """A detached DB-API connection leaves the pool's hands; once the user closes
     it, pgharbor gets its slot back."""
@@ -250,7 +246,7 @@ def test_detached_connection_frees_its_slot_once_closed(
     assert pool_of(engine).stats()["in_use"] == 0
 
 
-def test_threads_share_the_pool(make_engine: Callable[..., sa.engine.Engine]) -> None:
+def test_threads_share_the_pool(make_engine: Callable[..., Engine]) -> None:
     """Eight threads, 3 connections: every transaction commits, none leaks."""
     engine = make_engine(max_size=3, timeout=10.0)
     with engine.begin() as conn:
@@ -280,9 +276,7 @@ def test_threads_share_the_pool(make_engine: Callable[..., sa.engine.Engine]) ->
 
 
 @pytest.mark.parametrize("driver", SYNC_DRIVERS)
-def test_orm_session_commit_and_rollback(
-    make_engine: Callable[..., sa.engine.Engine], driver: str
-) -> None:
+def test_orm_session_commit_and_rollback(make_engine: Callable[..., Engine], driver: str) -> None:
     """Session.commit() persists, Session.rollback() and a failing session.begin()
     block discard."""
     engine = make_engine(driver)
