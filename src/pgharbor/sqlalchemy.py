@@ -160,6 +160,7 @@ class HarborPool(Pool):
         # or an asyncio connection garbage-collected unreturned): given back
         # once closed.
         self._detached: list[Any] = []
+        self._detached_lock = threading.Lock()  # never held across a wait
         # The engine's creator (the dialect's connect) wraps, for the asyncio
         # dialects, the adopted connection in the dialect's adapter.
         self._engine_connect = self._invoke_creator
@@ -253,7 +254,8 @@ class HarborPool(Pool):
             self._records.pop(id(native), None)
             record.native = None
             if self._driver.status(native) is not ConnStatus.BROKEN:
-                self._detached.append(native)
+                with self._detached_lock:
+                    self._detached.append(native)
                 return
         elif record._soft_invalidate_time > record.starttime:
             # Soft-invalidated: replaced rather than lent again.
@@ -261,10 +263,16 @@ class HarborPool(Pool):
             record.native = None
             self._driver.terminate(native)
         elif self._attributes:
-            record.attributes = (
-                *(getattr(native, a) for a in self._attributes),
-                native.autocommit,
-            )
+            attributes = (*(getattr(native, a) for a in self._attributes), native.autocommit)
+            record.attributes = attributes
+            if (
+                attributes[-1] is False
+                and not any(attributes[:-1])
+                and self._driver.status(native) is ConnStatus.IDLE
+            ):
+                # Hand it back as pgharbor lends it (autocommit on): its
+                # return then needs no cleaning (the usual case).
+                self._autocommit(native, True)
         self._release(native)
         if self._detached:
             self._give_back_detached()
@@ -313,7 +321,7 @@ class HarborPool(Pool):
             attributes = (None,) * len(self._attributes) + (False,)
         *characteristics, autocommit = attributes
         if not autocommit:
-            self._set(native, "autocommit", False)
+            self._autocommit(native, False)
         for name, value in zip(self._attributes, characteristics, strict=True):
             if getattr(native, name) != value:
                 self._set(native, name, value)
@@ -323,17 +331,33 @@ class HarborPool(Pool):
     def _set(self, native: Any, name: str, value: Any) -> None:
         setattr(native, name, value)
 
+    def _autocommit(self, native: Any, value: bool) -> None:
+        """Turn autocommit on or off on an idle connection."""
+        if self._driver.name == "psycopg":
+            # What psycopg's own setter does once it has checked that no
+            # transaction is open (we know: the connection is idle), without
+            # its lock and generator round — or, for the asyncio flavour, a
+            # trip through the event loop. pgharbor's psycopg driver reads
+            # the same field.
+            native._autocommit = value
+        else:
+            self._set(native, "autocommit", value)
+
     def _release(self, native: Any) -> None:
         self._call(self._harbor.release(native))
 
     def _give_back_detached(self) -> None:
+        with self._detached_lock:
+            pending, self._detached = self._detached, []
         still = []
-        for native in self._detached:
+        for native in pending:
             if self._driver.status(native) is ConnStatus.BROKEN:
                 self._release(native)
             else:
                 still.append(native)
-        self._detached = still
+        if still:
+            with self._detached_lock:
+                self._detached.extend(still)
 
     def _forget_closed(self) -> None:
         """Drop the records of connections pgharbor has closed."""

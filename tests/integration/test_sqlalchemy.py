@@ -426,3 +426,39 @@ def test_pool_of_refuses_other_engines() -> None:
     engine = sa.create_engine("postgresql+psycopg://u@127.0.0.1:1/db")
     with pytest.raises(ConfigError):
         pool_of(engine)
+
+
+def test_pre_ping_and_reset_pass_through(make_engine: Callable[..., Engine]) -> None:
+    """pool_pre_ping is accepted (SQLAlchemy's pool pings at checkout), reset=
+    goes to pgharbor's pool (with "session", a SET does not reach the next
+    borrower)."""
+    engine = make_engine(pool_pre_ping=True, reset="session", max_size=1)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SET application_name = 'changed'"))
+        conn.commit()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SHOW application_name")).scalar_one() != "changed"
+    assert pool_of(engine).stats()["acquired"] == 2
+
+
+def test_async_engine_disposed_moves_to_the_next_event_loop(
+    pg_database: TempDatabase, app_name: str
+) -> None:
+    """An async engine disposed before its event loop ends works in the next
+    loop (asyncio.run twice), on a new pgharbor pool."""
+    engine = create_async_engine(
+        _url(pg_database, "asyncpg"), min_size=1, connect_args={"application_name": app_name}
+    )
+    pools = []
+
+    async def use() -> int:
+        try:
+            async with engine.connect() as conn:
+                pools.append(pool_of(engine))
+                return int((await conn.execute(sa.text("SELECT 1"))).scalar_one())
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(use()) == 1
+    assert asyncio.run(use()) == 1
+    assert pools[0] is not pools[1]
