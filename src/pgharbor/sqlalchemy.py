@@ -17,8 +17,9 @@ How the two meet:
   connections that are not (``begin()`` is implicit, ``rollback()`` undoes).
   At checkout the connection's client-side attributes (autocommit, isolation
   level, read-only, deferrable) are set to what SQLAlchemy left them at its
-  last return — off, for a new one; at return, after SQLAlchemy's own
-  rollback, pgharbor puts them back (no round trip on a clean connection).
+  last return — autocommit off, for a new one; at return, after SQLAlchemy's
+  own rollback, autocommit goes back on and pgharbor's return path restores
+  the rest (no round trip on a clean connection).
 - A connection SQLAlchemy invalidates (a disconnect, ``invalidate()``) is
   closed by SQLAlchemy and discarded by pgharbor at return. SQLAlchemy's
   pool-wide invalidation is left to pgharbor: after a disconnect, every idle
