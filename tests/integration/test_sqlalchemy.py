@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -76,6 +77,14 @@ async def make_async_engine(
     yield factory
     for engine in engines:
         await engine.dispose()
+
+
+def _wait_gone(pg_server: PostgresServer, pid: int, timeout: float = 5.0) -> None:
+    """Wait until the backend ``pid`` has exited."""
+    deadline = time.monotonic() + timeout
+    while pg_server.execute(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}")[0][0]:
+        assert time.monotonic() < deadline, f"backend {pid} still there after {timeout} s"
+        time.sleep(0.01)
 
 
 def _count(engine: Engine) -> int:
@@ -185,6 +194,7 @@ def test_dead_idle_connection_is_never_lent(
         pid_a = a.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
         b.execute(sa.text("SELECT 1"))
     pg_server.execute(f"SELECT pg_terminate_backend({pid_a})")
+    _wait_gone(pg_server, pid_a)  # its FATAL is then on the client's socket
     with engine.connect() as a, engine.connect() as b:
         pids = {c.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() for c in (a, b)}
     assert pid_a not in pids and len(pids) == 2
@@ -462,3 +472,52 @@ def test_async_engine_disposed_moves_to_the_next_event_loop(
     assert asyncio.run(use()) == 1
     assert asyncio.run(use()) == 1
     assert pools[0] is not pools[1]
+
+
+@pytest.mark.replica
+def test_replica_reads_through_a_routing_session(
+    pg_primary_replica: tuple[PostgresServer, PostgresServer], app_name: str
+) -> None:
+    """The documented read/write split: a second engine on the replica, chosen
+    by a session's get_bind; writes reach the primary, reads the replica."""
+    primary, replica = pg_primary_replica
+    args = {"min_size": 1, "max_size": 2, "connect_args": {"application_name": app_name}}
+    writer = create_engine(_url_of(primary, "psycopg"), **args)
+    reader = create_engine(_url_of(replica, "psycopg"), **args)
+
+    class RoutingSession(Session):
+        def get_bind(self, mapper: Any = None, clause: Any = None, **kw: Any) -> Any:
+            if self._flushing or isinstance(clause, sa.Update | sa.Delete | sa.Insert):
+                return writer
+            return reader
+
+    try:
+        Base.metadata.create_all(writer)
+        with RoutingSession() as session:
+            session.add(Item(id=1, name="replicated"))
+            session.commit()
+            deadline = time.monotonic() + 10
+            while _names(session) != ["replicated"]:  # replication lag
+                assert time.monotonic() < deadline, "not replicated in 10 s"
+                time.sleep(0.05)
+            assert session.scalar(sa.text("SELECT pg_is_in_recovery()")) is True
+        assert pool_of(reader).stats()["acquired"] >= 1
+        assert pool_of(writer).stats()["acquired"] >= 1
+    finally:
+        Base.metadata.drop_all(writer)
+        writer.dispose()
+        reader.dispose()
+
+
+def _names(session: Session) -> list[str]:
+    """The item names the session reads (none while the table is not replayed)."""
+    try:
+        return list(session.scalars(sa.select(Item.name)))
+    except sa_exc.ProgrammingError:
+        return []
+    finally:
+        session.rollback()
+
+
+def _url_of(server: PostgresServer, driver: str) -> str:
+    return server.url().replace("postgresql://", f"postgresql+{driver}://", 1)
