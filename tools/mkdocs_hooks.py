@@ -67,8 +67,7 @@ AREAS: list[tuple[str, str, str, list[str], list[str]]] = [
     (
         "config",
         "Configuration",
-        "Settings from keyword arguments, TOML, `.env` and the environment. Every "
-        "setting with its default and rule: [Configuration](../config.md#settings).",
+        "Every setting with its default and rule: [Configuration](../config.md#settings).",
         [],
         ["pgharbor.config"],
     ),
@@ -105,8 +104,7 @@ AREAS: list[tuple[str, str, str, list[str], list[str]]] = [
     (
         "testing",
         "pgharbor.testing",
-        "Real servers, replicas, PgBouncer and a fault proxy for tests, and the "
-        "pytest plugin's fixtures (see the README).",
+        "",
         [],
         ["pgharbor.testing"],
     ),
