@@ -220,9 +220,18 @@ class _Terminal:
 
 
 def _conns(lines: list[str], app_name: str) -> str | None:
+    """The app's connection count, once the whole frame is drawn (the Nodes
+    table, last, has its row and bottom rule): a frame arrives in chunks."""
+    if not any(line.startswith("└") for line in lines[_last_title(lines, "Nodes") :]):
+        return None
     rows = _tables(lines).get("Clients", [])
     found = [r for r in rows if r.get("application") == app_name]
     return found[0].get("conns") if found else None
+
+
+def _last_title(lines: list[str], title: str) -> int:
+    titles = [i for i, line in enumerate(lines) if line.strip() == title]
+    return titles[-1] if titles else len(lines)
 
 
 def test_live_view_updates_and_exits_cleanly_on_sigint(
