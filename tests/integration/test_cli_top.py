@@ -1,5 +1,5 @@
-"""``pgharbor top`` against real servers: one frame, replicas, errors, and the
-live view read off a pseudo-terminal."""
+"""``pgharbor top`` against real servers: one frame, replicas, errors, an
+80-column terminal, and the live view read off a pseudo-terminal."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pgharbor.cli import app
-from pgharbor.testing import PostgresServer
+from pgharbor.testing import PostgresServer, TempDatabase
 
 runner = CliRunner()
 # Wide enough that no cell of a test target is folded onto a second line.
@@ -33,14 +33,14 @@ Table = list[dict[str, str]]
 
 
 def _tables(lines: list[str]) -> dict[str, Table]:
-    """The Pools and Clients tables of a frame, as one dict per row (cells
-    folded onto continuation lines are joined back)."""
+    """The Clients and Nodes tables of a frame, as one dict per row (cells
+    folded onto continuation lines, whose last cell is empty, are joined back)."""
     tables: dict[str, Table] = {}
     title = ""
     header: list[str] = []
     for raw in lines:
         line = raw.strip()
-        if line in ("Pools", "Clients (pg_stat_activity)"):
+        if line in ("Nodes", "Clients (pg_stat_activity)"):
             title = line.split()[0]
             tables[title] = []
         elif line.startswith("┃") and title:
@@ -48,7 +48,7 @@ def _tables(lines: list[str]) -> dict[str, Table]:
         elif line.startswith("│") and title and header:
             cells = [c.strip() for c in line.strip("│").split("│")]
             rows = tables[title]
-            if rows and not cells[0]:
+            if rows and not cells[-1]:
                 for key, cell in zip(header, cells, strict=False):
                     rows[-1][key] += cell
             else:
@@ -84,7 +84,7 @@ def test_once_shows_the_pool_and_the_clients_the_server_sees(
         result = runner.invoke(app, ["top", "--once", pg_server.conninfo()], env=WIDE)
     assert result.exit_code == 0, result.output
     tables = _tables(result.output.splitlines())
-    pool = _row(tables["Pools"], database="db")
+    pool = _row(tables["Nodes"], database="db")
     assert pool["role"] == "primary" and pool["breaker"] == "closed"
     assert int(pool["size"]) >= 1 and pool["waiting"] == "0"
     assert pool["rtt ms p50/p99"] != "ERROR"
@@ -93,6 +93,35 @@ def test_once_shows_the_pool_and_the_clients_the_server_sees(
     assert client["idle"] == "2" and client["oldest xact"] != "-"
     # top's own sessions are not clients.
     assert not [r for r in tables["Clients"] if r["application"] == "pgharbor-top"]
+
+
+def test_once_fits_80_columns_clients_first_target_in_the_header(
+    pg_database: TempDatabase, app_name: str
+) -> None:
+    """At 80 columns no line is wider than the terminal, the target is a
+    header line, the server-side clients come before top's own nodes, and
+    the columns that matter most are kept (short headings, a long
+    application name folded)."""
+    conninfo = pg_database.conninfo()
+    long_name = f"{app_name}-billing-service-worker"
+    with _clients(conninfo, app_name, 2, idle_in_tx=1), _clients(conninfo, long_name, 1):
+        result = runner.invoke(app, ["top", "--once", conninfo], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.output
+    target = f"{pg_database.server.host}:{pg_database.server.port}/{pg_database.name} as "
+    (header,) = [i for i, line in enumerate(lines) if target in line]
+    titles = [line.strip() for line in lines]
+    clients, nodes = titles.index("Clients (pg_stat_activity)"), titles.index("Nodes")
+    assert header < clients < nodes
+    tables = _tables(lines)
+    client = _row(tables["Clients"], application=app_name)
+    assert (client["conns"], client["active"], client["in tx"]) == ("2", "0", "1")
+    assert client["oldest"] != "-" and client["locks"] == "0"
+    assert _row(tables["Clients"], application=long_name)["conns"] == "1"
+    node = _row(tables["Nodes"], database="db")
+    assert node["role"] == "primary" and node["rtt p50/99"] != "ERROR"
+    assert "target" not in node  # in the header, not a column
 
 
 @pytest.mark.replica
@@ -110,11 +139,12 @@ def test_once_shows_primary_and_replica_from_a_config_file(
         result = runner.invoke(app, ["top", "--once", "--config", str(config)], env=WIDE)
     assert result.exit_code == 0, result.output
     tables = _tables(result.output.splitlines())
-    first = _row(tables["Pools"], node="primary")
-    second = _row(tables["Pools"], node="replica1")
+    first = _row(tables["Nodes"], **{"database/node": "app/primary"})
+    second = _row(tables["Nodes"], **{"database/node": "app/replica1"})
     assert first["role"] == "primary" and first["lag"] == "-"
     assert second["role"] == "replica" and " / " in second["lag"]
-    assert _row(tables["Clients"], node="replica1", application=app_name)["conns"] == "2"
+    clients = _row(tables["Clients"], **{"database/node": "app/replica1", "application": app_name})
+    assert clients["conns"] == "2"
 
 
 def test_once_unreachable_target_is_an_error_row_without_the_password() -> None:
@@ -127,7 +157,7 @@ def test_once_unreachable_target_is_an_error_row_without_the_password() -> None:
     assert result.exit_code == 1, result.output
     assert "secretpw" not in result.output
     assert time.monotonic() - started < 8
-    row = _row(_tables(result.output.splitlines())["Pools"], database="db")
+    row = _row(_tables(result.output.splitlines())["Nodes"], database="db")
     assert row["role"] == "unknown" and row["rtt ms p50/p99"] == "ERROR"
     assert "error:" in result.output and "127.0.0.1:1/x as u" in result.output
 
@@ -190,9 +220,18 @@ class _Terminal:
 
 
 def _conns(lines: list[str], app_name: str) -> str | None:
+    """The app's connection count, once the whole frame is drawn (the Nodes
+    table, last, has its row and bottom rule): a frame arrives in chunks."""
+    if not any(line.startswith("└") for line in lines[_last_title(lines, "Nodes") :]):
+        return None
     rows = _tables(lines).get("Clients", [])
     found = [r for r in rows if r.get("application") == app_name]
     return found[0].get("conns") if found else None
+
+
+def _last_title(lines: list[str], title: str) -> int:
+    titles = [i for i, line in enumerate(lines) if line.strip() == title]
+    return titles[-1] if titles else len(lines)
 
 
 def test_live_view_updates_and_exits_cleanly_on_sigint(
@@ -208,7 +247,7 @@ def test_live_view_updates_and_exits_cleanly_on_sigint(
             with _clients(pg_server.conninfo(), app_name, 2):
                 screen = term.wait_for(lambda lines: _conns(lines, app_name) == "4", timeout=4)
         assert any("pgharbor top" in line and "every 0.3 s" in line for line in screen)
-        assert _row(_tables(screen)["Pools"], database="db")["role"] == "primary"
+        assert _row(_tables(screen)["Nodes"], database="db")["role"] == "primary"
         term.proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + 5
         while term.proc.poll() is None and time.monotonic() < deadline:

@@ -6,10 +6,11 @@ import json
 import math
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pgharbor._cli._plot import build_figure, series_labels, write_png
+from pgharbor._cli._plot import build_figure, first_over_pool, series_labels, write_png
 from pgharbor._cli.bench_stats import BenchReport, Histogram, Point, Recorder, StepResult
 
 pytest.importorskip("matplotlib")
@@ -48,41 +49,89 @@ def _report(*steps: StepResult) -> BenchReport:
     )
 
 
+def _labels(axes: Any) -> list[str]:
+    return [str(line.get_label()) for line in axes.get_lines()]
+
+
 def test_figure_has_a_labelled_line_per_series() -> None:
-    """Throughput on the left; p50 and p99 per worker count on the right,
-    the same colour for one worker count."""
+    """Throughput and p50/p99 per worker count side by side; below, p50 and
+    p99 over time per worker count, the same colour for one worker count."""
     report = _report(_step(1, 0.2), _step(4, 0.6), _step(16, 3.0))
     fig = build_figure(report)
-    left, right = fig.axes[:2]
-    assert [line.get_label() for line in left.get_lines()] == ["throughput"]
-    ys = np.asarray(left.get_lines()[0].get_ydata(), dtype=float).tolist()
+    throughput, latency, timeline = fig.axes
+    assert _labels(throughput) == ["throughput", "workers > pool size (5)"]
+    ys = np.asarray(throughput.get_lines()[0].get_ydata(), dtype=float).tolist()
     assert ys == [s.ops_per_s for s in report.steps]
-    assert [t.get_text() for t in left.get_xticklabels()] == ["1", "4", "16"]
-    labels = [line.get_label() for line in right.get_lines()]
+    assert [t.get_text() for t in throughput.get_xticklabels()] == ["1", "4", "16"]
+    assert _labels(latency) == ["p50", "p99", "workers > pool size (5)"]
+    p50, p99 = (
+        np.asarray(line.get_ydata(), dtype=float).tolist() for line in latency.get_lines()[:2]
+    )
+    assert p50 == [s.p50_ms for s in report.steps] and p99 == [s.p99_ms for s in report.steps]
+    assert [t.get_text() for t in latency.get_xticklabels()] == ["1", "4", "16"]
+    assert latency.get_yscale() == "log"  # 0.2 ms to 9 ms: a wide spread
+    labels = _labels(timeline)
     assert labels == ["p50 W=1", "p99 W=1", "p50 W=4", "p99 W=4", "p50 W=16", "p99 W=16"]
-    assert series_labels(report) == ["throughput", *labels]
-    lines = right.get_lines()
+    assert series_labels(report) == ["throughput", "p50", "p99", *labels]
+    lines = timeline.get_lines()
     assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
-    assert right.get_yscale() == "log"  # 0.2 ms to 9 ms: a wide spread
+    assert timeline.get_yscale() == "log"
+
+
+def test_the_pool_size_marker_sits_before_the_first_step_that_queues() -> None:
+    """The marker is a vertical line between the last worker count within
+    the pool size and the first above it (x axis in ascending worker
+    order, whatever order the steps ran in), on both per-worker panels."""
+    report = _report(_step(16, 3.0), _step(1, 0.2), _step(5, 0.6), _step(64, 9.0))
+    assert first_over_pool(report) == 16
+    fig = build_figure(report)
+    for axes in fig.axes[:2]:
+        assert [t.get_text() for t in axes.get_xticklabels()] == ["1", "5", "16", "64"]
+        (marker,) = [line for line in axes.get_lines() if "pool size" in str(line.get_label())]
+        assert np.asarray(marker.get_xdata(), dtype=float).tolist() == [1.5, 1.5]
+    p99 = np.asarray(fig.axes[1].get_lines()[1].get_ydata(), dtype=float).tolist()
+    assert p99 == pytest.approx([0.6, 1.8, 9.0, 27.0])
+
+
+def test_no_marker_when_every_step_fits_the_pool() -> None:
+    """Workers never above the pool size: no marker line, none in the legend."""
+    report = _report(_step(1, 0.2), _step(5, 0.6))
+    assert first_over_pool(report) is None
+    fig = build_figure(report)
+    for axes in fig.axes[:2]:
+        assert not [line for line in axes.get_lines() if "pool size" in str(line.get_label())]
 
 
 def test_figure_keeps_a_linear_scale_for_close_latencies() -> None:
     """A log axis only when latencies span more than a factor of 20."""
     fig = build_figure(_report(_step(1, 1.0), _step(2, 1.5)))
     assert fig.axes[1].get_yscale() == "linear"
+    assert fig.axes[2].get_yscale() == "linear"
 
 
 def test_png_metadata_names_the_series(tmp_path: Path) -> None:
-    """write_png stores the title and the series names in the PNG's text."""
+    """write_png stores the title, the series names and where workers first
+    exceed the pool size in the PNG's text; the image is 1100 x 840."""
     from PIL import Image
 
-    report = _report(_step(2, 0.5))
+    report = _report(_step(2, 0.5), _step(8, 2.0))
     path = tmp_path / "b.png"
     write_png(report, str(path))
     with Image.open(path) as image:
+        assert image.size == (1100, 840)
         text = dict(image.text)  # type: ignore[attr-defined]
     assert text["Title"] == "pgharbor bench"
-    assert json.loads(text["Description"])["series"] == ["throughput", "p50 W=2", "p99 W=2"]
+    description = json.loads(text["Description"])
+    assert description["series"] == [
+        "throughput",
+        "p50",
+        "p99",
+        "p50 W=2",
+        "p99 W=2",
+        "p50 W=8",
+        "p99 W=8",
+    ]
+    assert (description["pool_size"], description["workers_over_pool_from"]) == (5, 8)
 
 
 # -- the numbers behind the plot ---------------------------------------------------

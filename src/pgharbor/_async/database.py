@@ -218,8 +218,8 @@ class AsyncDatabase:
         cls, name: str | None = None, env: Mapping[str, str] | None = None
     ) -> AsyncDatabase:
         """A database from the environment: ``PGHARBOR_<NAME>__...`` variables,
-        or the ``POSTGRES_HOST``/``POSTGRES_DB``/... ones (see
-        `pgharbor.config`)."""
+        ``DATABASE_URL``, or the ``POSTGRES_HOST``/``POSTGRES_DB``/... ones
+        (see `pgharbor.config`)."""
         return cls(name=name, settings=DatabaseSettings.from_env(name, env))
 
     def __repr__(self) -> str:

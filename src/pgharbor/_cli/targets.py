@@ -61,11 +61,13 @@ def named_targets(urls: list[str], config: str | None) -> dict[str, Any]:
 
 def env_configured() -> bool:
     """Whether the environment names a database (``PGHARBOR_<NAME>__URL`` and
-    the like, or ``POSTGRES_HOST``)."""
+    the like, ``DATABASE_URL`` or ``POSTGRES_HOST``)."""
     import os
 
-    for key in os.environ:
+    for key, value in os.environ.items():
         if key == "POSTGRES_HOST" or (key.startswith("PGHARBOR_") and "__" in key):
+            return True
+        if key == "DATABASE_URL" and value.strip():
             return True
     return False
 

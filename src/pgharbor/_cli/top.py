@@ -4,11 +4,13 @@
 its targets as ``check`` does (URLs, else the config file's or the
 environment's databases, else a temporary server), opens a small pool per
 database (``application_name=pgharbor-top``) and redraws, every interval, a
-Pools table (size, in use, idle, waiting, acquire wait, errors, breaker,
-role, lag, and the round trip top measures itself) and a Clients table (what
-``pg_stat_activity`` shows per application: the pools of other processes).
-``--once`` prints one frame and exits, 1 if no target answered. Ctrl-C ends
-the live view with status 0. Passwords never appear.
+header naming each target, a Clients table (what ``pg_stat_activity`` shows
+per application: the pools of the processes being watched) and a Nodes table
+(role, lag, the round trip top measures itself, breaker, errors, and top's
+own pool counters). The columns are chosen by the terminal's width, so 80
+columns show what matters. ``--once`` prints one frame and exits, 1 if no
+target answered. Ctrl-C ends the live view with status 0. Passwords never
+appear.
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ def top(
 
         if once:
             snap = frame()
-            console.print(render(snap))
+            console.print(render(snap, console.width))
             if snap["reachable"] == 0:
                 raise typer.Exit(code=1)
             return
@@ -180,6 +182,7 @@ def _live(console: Console, frame: Callable[[], dict[str, Any]], interval: float
     ):
         while not stop.is_set():
             started = monotonic()
-            live.update(render(frame()), refresh=True)
+            # The width is read each frame: a resized terminal gets new columns.
+            live.update(render(frame(), console.width), refresh=True)
             stop.wait(max(0.0, interval - (monotonic() - started)))
     sys.stdout.flush()

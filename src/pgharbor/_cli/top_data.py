@@ -316,7 +316,7 @@ def _pool_row(
     stats: Mapping[str, Any],
     round_trip: tuple[float | None, float | None],
 ) -> dict[str, Any]:
-    """One row of the Pools table, as data."""
+    """One row of the Nodes table, as data."""
     breaker = stats.get("breaker_open")
     return {
         "database": name,

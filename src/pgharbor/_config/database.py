@@ -705,10 +705,10 @@ class DatabaseSettings(_Strict):
     ) -> DatabaseSettings:
         """One database's settings from environment variables.
 
-        Reads ``PGHARBOR_<NAME>__<FIELD>``, ``PGHARBOR_PROFILE`` and the
-        ``POSTGRES_*`` names (database ``default``) from ``env`` (default:
-        ``os.environ``); no file is read. Without ``name``: the only database
-        configured, else ``default``.
+        Reads ``PGHARBOR_<NAME>__<FIELD>``, ``PGHARBOR_PROFILE``,
+        ``DATABASE_URL`` and the ``POSTGRES_*`` names (database ``default``)
+        from ``env`` (default: ``os.environ``); no file is read. Without
+        ``name``: the only database configured, else ``default``.
 
         Raises:
             ConfigError: a value is invalid, or the database is not configured.

@@ -2,7 +2,9 @@
 
 Precedence, lowest first: defaults (then the profile's) < TOML file <
 ``.env`` file < environment variables < keyword arguments. With a TOML file,
-the file names the databases; variables only override their settings.
+the file names the databases; variables only override their settings. The
+database ``default`` also reads ``DATABASE_URL`` and the ``POSTGRES_*``
+names (see `EnvSource`); TOML values may say ``${VAR}`` (see `expand`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pydantic_settings import (
 from .._conninfo import parse_conninfo
 from ..errors import ConfigError
 from .database import OPTIONS_FIELDS, DatabaseSettings, _identity
+from .expand import expand_variables
 from .problems import to_config_error
 from .values import TextValue
 
@@ -62,16 +65,24 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _ENV_PREFIX = "PGHARBOR_"
-#: The original design's variables, for the database named ``default``.
-_POSTGRES = {
+#: The de-facto variable (Heroku, Render, Railway, dj-database-url...): the
+#: ``url`` of the database named ``default``.
+DATABASE_URL = "DATABASE_URL"
+#: The original design's variables that say where to connect, for the
+#: database named ``default``; ignored when ``DATABASE_URL`` is set, which
+#: says it whole (docker-compose files often hold both, the ``POSTGRES_*``
+#: ones describing the server image's superuser).
+_POSTGRES_ENDPOINT = {
     "POSTGRES_HOST": "host",
     "POSTGRES_PORT": "port",
     "POSTGRES_DB": "dbname",
     "POSTGRES_USER": "user",
     "POSTGRES_PASSWORD": "password",
     "POSTGRES_SSL_MODE": "sslmode",
-    "POSTGRES_CONNECT_TIMEOUT": "connect_timeout",
 }
+#: The original design's variables for the database ``default``, all of them.
+_POSTGRES = {**_POSTGRES_ENDPOINT, "POSTGRES_CONNECT_TIMEOUT": "connect_timeout"}
+_POSTGRES_SIZES = ("POSTGRES_POOL_SIZE", "POSTGRES_MAX_OVERFLOW")
 _STRUCTURED = ("replicas", "search_path", "server_settings")
 
 
@@ -121,11 +132,16 @@ class EnvSource(PydanticBaseSettingsSource):
     """Settings from a mapping of environment variables (default ``os.environ``).
 
     ``PGHARBOR_PROFILE``; ``PGHARBOR_<NAME>__<SETTING>`` (nested tables with
-    more ``__``: ``PGHARBOR_MAIN__RETRY__MAX_ATTEMPTS``); and the original
-    ``POSTGRES_*`` names for the database ``default``. Names are matched
-    ignoring case; database names read from variables are lower case.
-    ``PGHARBOR_`` variables without ``__`` (other than the profile) are not
-    ours and are ignored.
+    more ``__``: ``PGHARBOR_MAIN__RETRY__MAX_ATTEMPTS``); and, for the
+    database ``default``, ``DATABASE_URL`` and the original ``POSTGRES_*``
+    names. Names are matched ignoring case; database names read from
+    variables are lower case. ``PGHARBOR_`` variables without ``__`` (other
+    than the profile) are not ours and are ignored.
+
+    For ``default``, from highest to lowest: ``PGHARBOR_DEFAULT__<SETTING>``;
+    ``DATABASE_URL`` (its ``url``); ``POSTGRES_*`` — of which the endpoint
+    ones (``HOST``, ``PORT``, ``DB``, ``USER``, ``PASSWORD``, ``SSL_MODE``)
+    are ignored when ``DATABASE_URL`` is set.
     """
 
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
@@ -164,10 +180,17 @@ class EnvSource(PydanticBaseSettingsSource):
         return out
 
     def _postgres(self) -> dict[str, Any]:
-        found = {k.upper(): v for k, v in self.environ.items() if k.upper().startswith("POSTGRES_")}
-        out: dict[str, Any] = {
-            field: TextValue(found[var]) for var, field in _POSTGRES.items() if var in found
+        found = {
+            k.upper(): v
+            for k, v in self.environ.items()
+            if k.upper().startswith("POSTGRES_") or k.upper() == DATABASE_URL
         }
+        names = _POSTGRES
+        out: dict[str, Any] = {}
+        if found.get(DATABASE_URL, "").strip():
+            names = {k: v for k, v in _POSTGRES.items() if k not in _POSTGRES_ENDPOINT}
+            out["url"] = TextValue(found[DATABASE_URL])
+        out.update({field: TextValue(found[var]) for var, field in names.items() if var in found})
         size = _whole(found, "POSTGRES_POOL_SIZE")
         overflow = _whole(found, "POSTGRES_MAX_OVERFLOW")
         # SQLAlchemy's meaning: pool_size connections kept, overflow on demand.
@@ -187,7 +210,7 @@ def _owner(key: str) -> str | None:
         return ""
     if upper.startswith(_ENV_PREFIX) and "__" in upper:
         return upper[len(_ENV_PREFIX) :].split("__", 1)[0].lower()
-    if upper in _POSTGRES or upper in ("POSTGRES_POOL_SIZE", "POSTGRES_MAX_OVERFLOW"):
+    if upper in _POSTGRES or upper in _POSTGRES_SIZES or upper == DATABASE_URL:
         return "default"
     return None
 
@@ -216,6 +239,7 @@ def _decode(key: str, field: str, raw: str) -> Any:
 
 
 def _read_toml(path: str | Path) -> dict[str, Any]:
+    """The file's tables as parsed, before ``${VAR}`` expansion."""
     file = Path(path)
     if not file.is_file():
         raise ConfigError(str(path), "settings file not found")
@@ -224,7 +248,7 @@ def _read_toml(path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         error = ConfigError(str(path), f"invalid TOML: {exc}")
     else:
-        return dict(_as_text(data))
+        return dict(data)
     raise error
 
 
@@ -378,6 +402,37 @@ def _url_sets(raw: Mapping[str, Any], key: str) -> bool:
     return key in params or (key == "sslmode" and "service" in params)
 
 
+def _is_database_url(key: str) -> bool:
+    return key.upper() == DATABASE_URL
+
+
+def _is_ours(key: str, value: str) -> bool:
+    """Whether variable ``key`` is a setting (an empty ``DATABASE_URL``, as
+    in an ``.env`` template, is none)."""
+    return _owner(key) is not None and not (_is_database_url(key) and not value.strip())
+
+
+def _expanded_toml(
+    path: str | Path, layers: list[tuple[str, Mapping[str, str]]]
+) -> tuple[dict[str, Any], str]:
+    """The file's data with ``${VAR}`` expanded (the environment first, then
+    the ``.env`` file), as text values; and, for the log, the names read."""
+
+    def lookup(name: str) -> str | None:
+        for _, variables in reversed(layers):
+            if name in variables:
+                return variables[name]
+        return None
+
+    result = expand_variables(_read_toml(path), lookup, str(path))
+    note = ""
+    if result.used:
+        note += f"; variables: {', '.join(sorted(result.used))}"
+    if result.defaulted:
+        note += f"; defaults for unset: {', '.join(sorted(result.defaulted))}"
+    return dict(_as_text(result.data)), note
+
+
 def load_settings(
     path: str | Path | None = None,
     *,
@@ -394,9 +449,12 @@ def load_settings(
 
     With a file, the file names the databases: ``.env`` and environment
     variables override settings of those databases and add none (a stray
-    docker-compose ``.env`` with ``POSTGRES_*`` does not create ``default``);
-    variables for other names are ignored. Without a file they define the
-    databases. Logs (INFO, ``pgharbor.config``) which sources contributed and
+    docker-compose ``.env`` with ``POSTGRES_*`` or ``DATABASE_URL`` does not
+    create ``default``); variables for other names are ignored. Without a
+    file they define the databases. ``DATABASE_URL`` (from either source)
+    makes the ``POSTGRES_*`` endpoint variables ignored. String values in the
+    file may say ``${VAR}`` or ``${VAR:-default}``, read from ``env`` and
+    then the ``dotenv`` file. Logs (INFO, ``pgharbor.config``) which sources contributed and
     which variables were ignored — by name, never a value.
 
     Raises:
@@ -406,25 +464,34 @@ def load_settings(
     merged: dict[str, Any] = {}
     origins: list[str] = []
     ignored: list[str] = []
+    superseded: list[str] = []
     known: set[str] | None = None  # the file's databases, case-folded
-    if path is not None:
-        data = _read_toml(path)
-        merged = _merge(merged, data)
-        tables = data.get("databases")
-        known = {str(k).casefold() for k in tables} if isinstance(tables, Mapping) else set()
-        origins.append(f"{path} (databases: {', '.join(sorted(known)) or 'none'})")
     layers: list[tuple[str, Mapping[str, str]]] = []
     if dotenv is not None:
         layers.append((str(dotenv), _read_dotenv(dotenv)))
     layers.append(("environment", os.environ if env is None else env))
-    for label, environ in layers:
-        ours = {k: v for k, v in environ.items() if _owner(k) is not None}
+    if path is not None:
+        data, expanded = _expanded_toml(path, layers)
+        merged = _merge(merged, data)
+        tables = data.get("databases")
+        known = {str(k).casefold() for k in tables} if isinstance(tables, Mapping) else set()
+        origins.append(f"{path} (databases: {', '.join(sorted(known)) or 'none'}{expanded})")
+    # DATABASE_URL, from whichever source, says where ``default`` is whole.
+    has_url = any(
+        _is_database_url(k) and v.strip() for _, layer in layers for k, v in layer.items()
+    )
+    for label, variables in layers:
+        ours = {k: v for k, v in variables.items() if _is_ours(k, v)}
         if known is not None:
             # Only variables read before this check could fail to parse:
             # an ignored POSTGRES_POOL_SIZE=abc is no error.
             kept = {k: v for k, v in ours.items() if _owner(k) in known or _owner(k) == ""}
             ignored += sorted(set(ours) - set(kept))
             ours = kept
+        if has_url:
+            endpoint = {k for k in ours if k.upper() in _POSTGRES_ENDPOINT}
+            superseded += sorted(endpoint)
+            ours = {k: v for k, v in ours.items() if k not in endpoint}
         if ours:
             merged = _merge(merged, EnvSource(HarborSettings, ours)())
             origins.append(f"{label}: {', '.join(sorted(ours))}")
@@ -435,6 +502,8 @@ def load_settings(
     summary = "; ".join(origins) or "no file, no variables"
     if ignored:
         summary += f"; ignored, as {path} defines no such database: {', '.join(ignored)}"
+    if superseded:
+        summary += f"; ignored, as DATABASE_URL is set: {', '.join(superseded)}"
     logger.info("settings from %s", summary)
     logger.debug("settings loaded: %s", json.dumps(settings.masked()))
     return settings
