@@ -100,6 +100,14 @@ AREAS: list[tuple[str, str, str, list[str], list[str]]] = [
         ["Saga", "AsyncSaga", "SagaContext", "SagaResult"],
         [],
     ),
+    (
+        "untrusted-sql",
+        "Untrusted SQL",
+        "The guard, bounded fetches and SQL composition. "
+        "Guide: [SQL from untrusted callers](../untrusted-sql.md).",
+        ["Guard", "Rows"],
+        ["pgharbor.sql"],
+    ),
     ("errors", "Errors", "", [], ["pgharbor.errors"]),
     (
         "testing",
