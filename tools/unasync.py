@@ -65,6 +65,7 @@ RULES: list[Rule] = [
     Rule("AsyncIterator", "Iterator"),
     # pgharbor's own names.
     Rule("AsyncDatabaseManager", "DatabaseManager"),
+    Rule("AsyncAutoscaler", "Autoscaler"),
     Rule("AsyncTopology", "Topology"),
     Rule("AsyncDatabase", "Database"),
     Rule("AsyncMigrations", "Migrations"),
