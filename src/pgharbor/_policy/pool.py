@@ -269,7 +269,7 @@ class PoolState:
             return 0
         opts = self.options
         total = len(self.slots) + self.connecting
-        room = opts.max_size - total
+        room = self._bound() - total
         if room <= 0:
             return 0
         if self.failures:
@@ -278,7 +278,7 @@ class PoolState:
             return 0 if self.connecting else 1
         if self.target is not None:
             # Autoscaled: the target is the size; all of it is opened at once.
-            return max(0, min(self.target, opts.max_size) - total)
+            return room
         want = opts.min_size - total
         # Beyond min_size, grow one connection at a time for waiters that
         # outnumber connections already on their way, so a spike of short
