@@ -23,8 +23,8 @@ release. W steps from 2 (phase ``low``) to 40 (``high``) and back to 2
 pool's sessions counted in ``pg_stat_activity`` by ``application_name``,
 every 0.1 s, from a separate connection), mean and max; and over the run,
 connection-seconds (those counts integrated over time: what holding
-connections costs the server); the high phase's wait p99 leaving out its
-first 2 s (the pools once settled). For the autoscaled pool: how long after the
+connections costs the server); the high phase's ops/s and wait p99 leaving
+out its first 2 s (the pools once settled). For the autoscaled pool: how long after the
 step up it had 90 % of its largest size, and after the step down, when it
 first shrank and when it was back at 5 or fewer. The plot shows each round's
 server connections and per-0.5 s wait p99 over time.
@@ -106,6 +106,7 @@ class Round:
     wait_curve: list[tuple[float, float]]  # (bucket start, p99 ms)
     resizes: list[tuple[float, int, str]]  # (t, new target, reason)
     settled_p99_ms: float | None = None  # wait p99 of the high phase after its first SETTLE s
+    settled_ops_s: float | None = None  # ops/s of the high phase after its first SETTLE s
     grew_s: float | None = None  # step up -> 90 % of the largest size
     first_shrink_s: float | None = None  # step down -> first shrink
     shrunk_s: float | None = None  # step down -> 5 connections or fewer
@@ -200,6 +201,7 @@ async def run_round(
     settled = [w for at, w in waits_at if up + SETTLE <= at < down]
     p99 = percentile(settled, 0.99)
     result.settled_p99_ms = None if p99 is None else p99 * 1000
+    result.settled_ops_s = len(settled) / (down - up - SETTLE) if down - up > SETTLE else None
     if "autoscale" in options:
         _autoscale_times(result, plan, starts)
     return result
@@ -263,17 +265,19 @@ def markdown(rounds: list[Round], plan: list[Phase]) -> str:
             )
     lines += [
         "",
-        f"| pool | connection-seconds (rounds) | high-phase wait p99 from {SETTLE:g} s "
-        "after the step up, ms (rounds) |",
-        "|---|---:|---:|",
+        f"| pool | connection-seconds (rounds) | high phase from {SETTLE:g} s after the "
+        "step up: ops/s (rounds) | and wait p99 ms (rounds) |",
+        "|---|---:|---:|---:|",
     ]
     for name in names:
         mine = [r for r in rounds if r.candidate == name]
         cs = [r.connection_seconds for r in mine]
+        ops = [r.settled_ops_s for r in mine]
         settled = [r.settled_p99_ms for r in mine]
         lines.append(
             f"| {name} | {_fmt(statistics.median(cs), '.0f')} "
             f"({', '.join(_fmt(c, '.0f') for c in cs)}) "
+            f"| {_fmt(_median(ops), '.0f')} ({', '.join(_fmt(v, '.0f') for v in ops)}) "
             f"| {_fmt(_median(settled), '.2f')} ({', '.join(_fmt(v, '.2f') for v in settled)}) |"
         )
     auto = [r for r in rounds if r.candidate == "autoscale"]
