@@ -152,7 +152,7 @@ class PoolObservation:
     def resized(self, target: int, previous: int, reason: str, detail: str) -> None:
         """An autoscaled pool's target changed: log it, report it (``resize``)."""
         logger.info(
-            "pool %r: target size %d -> %d (%s: %s)", self.name, previous, target, reason, detail
+            "pool %r: target size %d -> %d (%s): %s", self.name, previous, target, reason, detail
         )
         if self.observer is not None:
             self.observer.resized(target, reason, detail)
