@@ -137,8 +137,13 @@ class AsyncAutoscaler:
             )
             return
         with self.lock:
-            # The new connection is counted by the server, not yet by the pool.
-            self.policy.note_room(room.free, len(self.state.slots) + 1)
+            # The pool's own: its open connections and those on their way (this
+            # one among them). Siblings opened alongside may not have reached
+            # the server yet: counting them errs towards room, which a refusal
+            # as full corrects; leaving out those that have would count them
+            # twice, and a pool growing in a burst would cap itself low.
+            st = self.state
+            self.policy.note_room(room.free, len(st.slots) + st.connecting)
 
     def status(self) -> AutoscaleStatus:
         """Where the pool stands: target, cap, demand, the last change and why."""

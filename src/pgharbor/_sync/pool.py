@@ -434,12 +434,14 @@ class Pool:
 
     def stats(self) -> dict[str, int | float]:
         """Sizes and counters: ``size``, ``idle``, ``in_use``, ``connecting``,
-        ``waiting``, ``min_size``, ``max_size``, ``acquired``, ``waited``,
-        ``wait_ms``, ``wait_p50_ms``, ``wait_p99_ms``, ``usage_ms``,
-        ``timeouts``, ``rejected``, ``connections_created``, ``connect_ms``,
-        ``connections_failed``, ``connections_lost``, ``connections_expired``,
-        ``checks``, ``checks_failed``, ``leaks``, ``breaker_open``,
-        ``breaker_opened`` (see docs/observability.md)."""
+        ``waiting``, ``min_size``, ``max_size``, ``target_size``, ``acquired``,
+        ``waited``, ``wait_ms``, ``wait_p50_ms``, ``wait_p99_ms``,
+        ``usage_ms``, ``timeouts``, ``rejected``, ``connections_created``,
+        ``connect_ms``, ``connections_failed``, ``connections_lost``,
+        ``connections_expired``, ``checks``, ``checks_failed``, ``leaks``,
+        ``breaker_open``, ``breaker_opened``; an autoscaled pool adds
+        ``autoscale_demand``, ``autoscale_wait_p99_ms``, ``autoscale_cap``,
+        ``autoscale_resizes`` (see docs/observability.md)."""
         with self._lock:
             stats = self._state.stats()
         if self._keeper.autoscaler is not None:

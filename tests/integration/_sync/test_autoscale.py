@@ -161,6 +161,9 @@ def test_the_servers_connection_limit_caps_the_pool(
             assert stats["target_size"] == 5 and stats["autoscale_cap"] == 5
             assert stats["connections_failed"] == 0
             assert "capped at 5 (the server leaves 5)" in (events[0].detail or "")
+            # Readings taken while siblings were still opening never made it
+            # cap itself lower than that.
+            assert [e.reason for e in events] == ["demand"], [e.detail for e in events]
             status = pool.autoscale
             assert status is not None and status.room == 5
             load.step(0)
