@@ -68,6 +68,7 @@ RULES: list[Rule] = [
     Rule("AsyncDatabaseManager", "DatabaseManager"),
     Rule("AsyncConnector", "Connector"),
     Rule("AsyncHousekeeper", "Housekeeper"),
+    Rule("AsyncAutoscaler", "Autoscaler"),
     Rule("AsyncTopology", "Topology"),
     Rule("AsyncDatabase", "Database"),
     Rule("AsyncMigrations", "Migrations"),

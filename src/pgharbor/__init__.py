@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pgharbor._async.saga import AsyncSaga
     from pgharbor._batch import BatchProgress
     from pgharbor._migrate.plan import MigrationPlan, MigrationStatus, MigrationStep
+    from pgharbor._policy.autoscale import Autoscale, AutoscaleStatus
     from pgharbor._policy.backoff import Backoff
     from pgharbor._policy.breaker import BreakerOptions
     from pgharbor._policy.health import Alerts, DatabaseHealth, HealthReport, HealthThresholds
@@ -77,6 +78,8 @@ __all__ = [
     "AsyncSaga",
     "AsyncTransaction",
     "AuthenticationFailed",
+    "Autoscale",
+    "AutoscaleStatus",
     "Backoff",
     "BatchError",
     "BatchProgress",
@@ -185,6 +188,8 @@ _HOMES = {
     "Transaction": "pgharbor._sync.database",
     "load_settings": "pgharbor.config",
     "AuthenticationFailed": _ERRORS,
+    "Autoscale": "pgharbor._policy.autoscale",
+    "AutoscaleStatus": "pgharbor._policy.autoscale",
     "Backoff": "pgharbor._policy.backoff",
     "BreakerOptions": "pgharbor._policy.breaker",
     "CircuitOpen": _ERRORS,

@@ -149,6 +149,14 @@ class PoolObservation:
         if self.alerts is not None:
             self.alert(self.alerts.response(seconds), "slow_response")
 
+    def resized(self, target: int, previous: int, reason: str, detail: str) -> None:
+        """An autoscaled pool's target changed: log it, report it (``resize``)."""
+        logger.info(
+            "pool %r: target size %d -> %d (%s): %s", self.name, previous, target, reason, detail
+        )
+        if self.observer is not None:
+            self.observer.resized(target, reason, detail)
+
     def set_role(self, role: str) -> None:
         """The topology learned the node's role."""
         if role != self.role:

@@ -18,11 +18,17 @@ or dump ever contains a password. The full reference is ``docs/config.md``.
 
 from __future__ import annotations
 
-from ._config.database import BreakerSettings, DatabaseSettings, RetrySettings
+from ._config.database import (
+    AutoscaleSettings,
+    BreakerSettings,
+    DatabaseSettings,
+    RetrySettings,
+)
 from ._config.harbor import PROFILES, EnvSource, HarborSettings, load_settings
 
 __all__ = [
     "PROFILES",
+    "AutoscaleSettings",
     "BreakerSettings",
     "DatabaseSettings",
     "EnvSource",

@@ -1,5 +1,9 @@
 """Server facts in one round trip: version, identity, limits, timeouts, TLS, load.
 
+`ROOM_QUERY` reads, also in one round trip, how many connections the server
+has left for a role and database (autoscaled pools read it on each new
+connection).
+
 Pure code, like `pgharbor.privileges`: it builds SQL and parses rows, and the
 caller runs the query with whatever driver it holds. The convention shared by
 both modules:
@@ -30,13 +34,16 @@ from pgharbor.version import MINIMUM_SUPPORTED, ServerVersion
 
 __all__ = [
     "FACTS_QUERY",
+    "ROOM_QUERY",
     "AsyncFetch",
     "Fetch",
     "Query",
     "ServerFacts",
+    "ServerRoom",
     "check_version",
     "parse_duration_ms",
     "parse_facts",
+    "parse_room",
     "read_facts_async",
     "read_facts_sync",
     "sizing_warnings",
@@ -256,6 +263,94 @@ def _one_row(rows: Sequence[Any]) -> Any:
     if len(rows) != 1:
         raise ValueError(f"expected one row from FACTS_QUERY, got {len(rows)}")
     return rows[0]
+
+
+# -- the room left ----------------------------------------------------------------
+
+# One row, one pass over pg_stat_activity: the limits that apply to this
+# session's role and database, and the client sessions counted against each.
+_ROOM_SQL = """\
+SELECT
+  current_setting('max_connections')::int,
+  current_setting('superuser_reserved_connections')::int,
+  coalesce(current_setting('reserved_connections', true), '0')::int,
+  current_setting('is_superuser') = 'on',
+  (SELECT nullif(rolconnlimit, -1) FROM pg_roles WHERE rolname = current_user),
+  (SELECT nullif(datconnlimit, -1) FROM pg_database WHERE datname = current_database()),
+  count(*)::int,
+  (count(*) FILTER (WHERE usename = current_user))::int,
+  (count(*) FILTER (WHERE datname = current_database()))::int
+FROM pg_stat_activity
+WHERE backend_type = 'client backend'"""
+
+#: How many more sessions the server would accept from this role and
+#: database now (see `ServerRoom`), in one statement without parameters.
+ROOM_QUERY = Query(_ROOM_SQL)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRoom:
+    """The connection limits that apply to a session, and what is left of them.
+
+    Attributes:
+        max_connections: The server-wide limit.
+        superuser_reserved_connections: Slots only superusers may use.
+        reserved_connections: Slots for ``pg_use_reserved_connections`` (16+).
+        superuser: Whether the session's role is a superuser.
+        role_connection_limit: The role's ``CONNECTION LIMIT`` (None: none).
+        database_connection_limit: The database's (None: none).
+        backends: Client sessions on the server, the asking one included.
+        role_backends: Those of the session's role.
+        database_backends: Those on the session's database.
+    """
+
+    max_connections: int
+    superuser_reserved_connections: int
+    reserved_connections: int
+    superuser: bool
+    role_connection_limit: int | None
+    database_connection_limit: int | None
+    backends: int
+    role_backends: int
+    database_backends: int
+
+    @property
+    def free(self) -> int:
+        """Sessions the tightest limit still allows (may be negative when a
+        superuser's sessions sit in the reserved slots). The server's limit
+        is counted as `sizing_warnings` counts it; ``CONNECTION LIMIT`` does
+        not bind superusers."""
+        limit = self.max_connections - self.reserved_connections
+        if not self.superuser:
+            limit -= self.superuser_reserved_connections
+        free = limit - self.backends
+        if not self.superuser:
+            if self.role_connection_limit is not None:
+                free = min(free, self.role_connection_limit - self.role_backends)
+            if self.database_connection_limit is not None:
+                free = min(free, self.database_connection_limit - self.database_backends)
+        return free
+
+
+def parse_room(row: Sequence[Any]) -> ServerRoom:
+    """Build `ServerRoom` from the single row `ROOM_QUERY` returns.
+
+    Raises:
+        ValueError: The row does not have the query's shape.
+    """
+    if len(row) != 9:
+        raise ValueError(f"expected the 9 columns of ROOM_QUERY, got {len(row)}")
+    return ServerRoom(
+        max_connections=int(row[0]),
+        superuser_reserved_connections=int(row[1]),
+        reserved_connections=int(row[2]),
+        superuser=bool(row[3]),
+        role_connection_limit=None if row[4] is None else int(row[4]),
+        database_connection_limit=None if row[5] is None else int(row[5]),
+        backends=int(row[6]),
+        role_backends=int(row[7]),
+        database_backends=int(row[8]),
+    )
 
 
 # -- judgements -------------------------------------------------------------------

@@ -104,6 +104,7 @@ def test_every_documented_series_is_exported(pg_server: PostgresServer, app_name
         for pool in db.pools():
             pool.observation.set_role("primary")  # what the topology does for a node
             pool.observation.alert("raised", "no_idle")
+            pool.observation.resized(3, 1, "demand", "what an autoscaled pool reports")
         db.drain()
         names = {n for n, _ in samples(registry)}
     documented = set(METRICS)

@@ -134,6 +134,22 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("retry", {"retry": [3]}, "retry", "input should be a valid dictionary"),
     ("breaker", {"breaker": {"reset_timeout": 0}}, "breaker.reset_timeout", "must be > 0"),
     ("breaker", {"breaker": {"tripwire": 1}}, "breaker.tripwire", "unknown setting"),
+    (
+        "autoscale",
+        {"min_size": 4, "max_size": 4, "autoscale": True},
+        "autoscale",
+        r"max_size \(4\) must be above min_size",
+    ),
+    ("autoscale", {"autoscale": 3}, "autoscale", "input should be a valid dictionary"),
+    (
+        "autoscale",
+        {"max_size": 9, "autoscale": {"shrink_after": 0.1}},
+        "autoscale.shrink_after",
+        r"must be >= grow_after \(0.5 s\)",
+    ),
+    ("autoscale", {"autoscale": {"headroom": 20}}, "autoscale.headroom", r"in \[0, 10\]"),
+    ("autoscale", {"autoscale": {"interval": 0}}, "autoscale.interval", "must be > 0"),
+    ("autoscale", {"autoscale": {"enabled": "yes"}}, "autoscale.enabled", "true or false"),
     ("slow_query", {"slow_query": -1}, "slow_query", "must be >= 0"),
     ("log_parameters", {"log_parameters": "no"}, "log_parameters", "must be true or false"),
 ]

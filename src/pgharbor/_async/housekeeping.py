@@ -20,6 +20,10 @@ HikariCP's ``HouseKeeper`` and psycopg's ``MaintenanceTask`` do:
   server is back, however long it was down.
 - ``Close``, ``Keepalive``, ``ReconnectFailed``: as named.
 
+An autoscaled pool's `AsyncAutoscaler` rides along: ``Maintain`` lets it
+sample (it says when next, or not at all while the pool is idle at its
+floor), and ``Connect`` lets it read the server's room on each new connection.
+
 It knows the pool only through the objects the pool hands it (its state,
 lock, connector and observation) and never imports it.
 """
@@ -38,6 +42,7 @@ from .._observe import PoolObservation
 from .._policy.pool import Io, PoolState, Slot
 from .._policy.sqlstate import is_refusal
 from ..errors import ConnectionFailed
+from .autoscaler import AsyncAutoscaler
 from .connector import AsyncConnector, is_fatal
 
 __all__ = ["REACH_INTERVAL", "AsyncHousekeeper"]
@@ -67,6 +72,7 @@ class AsyncHousekeeper:
         on_stop: a weak method (called, it gives the function or None) to
             call if the maintenance loop is stopped while the pool is open:
             its event loop ended under it.
+        autoscaler: an autoscaled pool's `AsyncAutoscaler`, or None.
     """
 
     def __init__(
@@ -80,6 +86,7 @@ class AsyncHousekeeper:
         reconnect_failed: Any = None,
         owner: weakref.ref[Any] | None = None,
         on_stop: Callable[[], Callable[[], None] | None] | None = None,
+        autoscaler: AsyncAutoscaler | None = None,
     ) -> None:
         self.name = name
         self.state = state
@@ -89,6 +96,7 @@ class AsyncHousekeeper:
         self._reconnect_failed = reconnect_failed
         self._owner = owner
         self._on_stop = on_stop
+        self.autoscaler = autoscaler
         self.wakeup = AEvent()  # Maintain: there is work to plan
         self.progress = AEvent()  # an attempt finished (open(wait=True) listens)
         self.tasks: set[Any] = set()  # running background tasks (threads, in Pool)
@@ -157,7 +165,12 @@ class AsyncHousekeeper:
                 self.spawn(self.reach)
             self.perform(io)
             observation.note_breaker(st)
-            wake_at = min((t for t in (retry_at, due) if t is not None), default=None)
+            scaled_at = None
+            if self.autoscaler is not None:
+                scaled, scaled_at = self.autoscaler.tick(now)
+                if scaled is not None:
+                    self.perform(scaled)
+            wake_at = min((t for t in (retry_at, due, scaled_at) if t is not None), default=None)
             if observation.alerts is not None:
                 observation.sample_alerts()
                 wake_at = min(wake_at or now + ALERT_PERIOD, now + ALERT_PERIOD)
@@ -168,6 +181,8 @@ class AsyncHousekeeper:
         started = monotonic()
         try:
             conn = await self.connector.connect()
+            if self.autoscaler is not None:
+                await self.autoscaler.read_room(conn)
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else ConnectionFailed("cancelled")
             with self.lock:

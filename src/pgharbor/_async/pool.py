@@ -50,6 +50,7 @@ from .._acompat import (
     ajoin,
 )
 from .._observe import PoolObservation
+from .._policy.autoscale import Autoscale, AutoscaleStatus, autoscale_option
 from .._policy.backoff import Backoff
 from .._policy.breaker import Breaker, BreakerOptions
 from .._policy.health import Alerts, HealthReport, HealthThresholds
@@ -64,6 +65,7 @@ from ..errors import (
     fresh_copy,
 )
 from ..metrics import Event as PoolEvent
+from .autoscaler import AsyncAutoscaler
 from .connector import AsyncConnector, is_async_callable, is_fatal
 from .housekeeping import AsyncHousekeeper
 
@@ -102,8 +104,11 @@ class AsyncPool:
     ``"discard"`` or a callable. ``breaker=True`` (or a `BreakerOptions`) adds
     a circuit breaker: after repeated connect failures, callers fail fast
     with `CircuitOpen` and no connection is attempted until the server is
-    seen accepting connections again, or a probe is due. Invalid settings
-    raise `ConfigError` here, at once.
+    seen accepting connections again, or a probe is due. ``autoscale=True``
+    (or an `Autoscale`) makes the size follow measured demand between
+    ``min_size`` and ``max_size`` and what the server leaves (see
+    `pgharbor._policy.autoscale`). Invalid settings raise `ConfigError`
+    here, at once.
 
     Use it as a context manager, or call `open` and `close`::
 
@@ -144,6 +149,7 @@ class AsyncPool:
         health: HealthThresholds | None = None,
         alerts: Alerts | None = None,
         labels: Mapping[str, str] | None = None,
+        autoscale: Autoscale | bool | None = None,
     ) -> None:
         if max_size is None:
             default = DEFAULTS.max_size
@@ -197,6 +203,7 @@ class AsyncPool:
         ):
             raise ConfigError("breaker", "must be True, False, None or a BreakerOptions")
         self._breaker_options = breaker or None
+        self._autoscale = autoscale_option(autoscale, self.options.min_size, self.options.max_size)
         self._state = self._new_state()
         self._lock = ALock()
         #: Health, alerts, hooks and metrics of this pool.
@@ -429,14 +436,27 @@ class AsyncPool:
 
     def stats(self) -> dict[str, int | float]:
         """Sizes and counters: ``size``, ``idle``, ``in_use``, ``connecting``,
-        ``waiting``, ``min_size``, ``max_size``, ``acquired``, ``waited``,
-        ``wait_ms``, ``wait_p50_ms``, ``wait_p99_ms``, ``usage_ms``,
-        ``timeouts``, ``rejected``, ``connections_created``, ``connect_ms``,
-        ``connections_failed``, ``connections_lost``, ``connections_expired``,
-        ``checks``, ``checks_failed``, ``leaks``, ``breaker_open``,
-        ``breaker_opened`` (see docs/observability.md)."""
+        ``waiting``, ``min_size``, ``max_size``, ``target_size``, ``acquired``,
+        ``waited``, ``wait_ms``, ``wait_p50_ms``, ``wait_p99_ms``,
+        ``usage_ms``, ``timeouts``, ``rejected``, ``connections_created``,
+        ``connect_ms``, ``connections_failed``, ``connections_lost``,
+        ``connections_expired``, ``checks``, ``checks_failed``, ``leaks``,
+        ``breaker_open``, ``breaker_opened``; an autoscaled pool adds
+        ``autoscale_demand``, ``autoscale_wait_p99_ms``, ``autoscale_cap``,
+        ``autoscale_resizes`` (see docs/observability.md)."""
         with self._lock:
-            return self._state.stats()
+            stats = self._state.stats()
+        if self._keeper.autoscaler is not None:
+            stats.update(self._keeper.autoscaler.stats())
+        return stats
+
+    @property
+    def autoscale(self) -> AutoscaleStatus | None:
+        """An autoscaled pool's standing — target, cap, demand, the last
+        change and why (see `pgharbor.AutoscaleStatus`); None when the pool
+        is not autoscaled."""
+        keeper = self._keeper.autoscaler
+        return keeper.status() if keeper is not None else None
 
     def health(self) -> HealthReport:
         """A health report: the verdict and figures over the recent window of
@@ -489,7 +509,8 @@ class AsyncPool:
         """Change the sizes at runtime (validated first; nothing changes on error).
 
         Growing opens connections in the background; shrinking closes idle
-        connections now and in-use ones as they are returned.
+        connections now and in-use ones as they are returned. An autoscaled
+        pool's target moves within the new bounds.
 
         Raises:
             ConfigError: invalid sizes.
@@ -782,7 +803,9 @@ class AsyncPool:
     def _new_state(self) -> PoolState:
         options = self._breaker_options
         breaker = Breaker(options) if options is not None else None
-        return PoolState(self.options, breaker=breaker, name=self.name)
+        return PoolState(
+            self.options, breaker=breaker, name=self.name, autoscale=self._autoscale is not None
+        )
 
     def _new_keeper(self) -> AsyncHousekeeper:
         return AsyncHousekeeper(
@@ -794,6 +817,16 @@ class AsyncPool:
             reconnect_failed=self._reconnect_failed,
             owner=weakref.ref(self),
             on_stop=weakref.WeakMethod(self._housekeeping_stopped),
+            autoscaler=None
+            if self._autoscale is None
+            else AsyncAutoscaler(
+                self._autoscale,
+                name=self.name,
+                state=self._state,
+                lock=self._lock,
+                connector=self.connector,
+                observation=self.observation,
+            ),
         )
 
     def _housekeeping_stopped(self) -> None:

@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic import model_validator as _model_validator
 
 from .._conninfo import mask_conninfo, parse_conninfo, validate_params
+from .._policy.autoscale import Autoscale, autoscale_option
 from .._policy.backoff import Backoff
 from .._policy.breaker import BreakerOptions
 from .._policy.options import DEFAULTS, PoolOptions
@@ -51,7 +52,7 @@ from .values import (
     schema_list,
 )
 
-__all__ = ["BreakerSettings", "DatabaseSettings", "RetrySettings"]
+__all__ = ["AutoscaleSettings", "BreakerSettings", "DatabaseSettings", "RetrySettings"]
 
 
 def _guard(value: Any) -> Any:
@@ -113,6 +114,7 @@ Isolation = Literal["read committed", "repeatable read", "serializable"]
 # The pool defaults live in PoolOptions; the settings only point at them.
 _POOL: dict[str, Any] = {f.name: getattr(DEFAULTS, f.name) for f in dataclasses.fields(PoolOptions)}
 _BREAKER = BreakerOptions()
+_AUTOSCALE = Autoscale()
 _DEFAULT_SIZE = 5
 _VERIFY = ("verify-ca", "verify-full")
 _LIBPQ_MAX_SECONDS = 2**31 - 1
@@ -225,6 +227,62 @@ class BreakerSettings(_Strict):
         return self
 
 
+class AutoscaleSettings(_Strict):
+    """A pool that sizes itself (see `pgharbor.Autoscale`): off unless enabled.
+
+    ``autoscale = true`` turns it on with these defaults; a table of settings
+    (``[databases.main.autoscale]``) or an `Autoscale` object turns it on
+    too, unless it says ``enabled = false``.
+
+    Attributes:
+        enabled: whether the pool sizes itself.
+        window: seconds the demand is averaged over.
+        grow_after: seconds the demand must exceed the size before it grows.
+        shrink_after: seconds it must stay below before the size shrinks.
+        headroom: spare capacity above the demand, as a fraction.
+        interval: seconds between two samples while there is load.
+        server_room: cap the size by what the server's limits leave.
+    """
+
+    if TYPE_CHECKING:
+        # Inputs are wider than the stored types (str for SecretStr, seconds
+        # for durations...): keep type checkers from synthesising __init__.
+        def __init__(self, /, **data: Any) -> None: ...
+
+    enabled: Flag = False
+    window: Seconds = _AUTOSCALE.window
+    grow_after: Seconds = _AUTOSCALE.grow_after
+    shrink_after: Seconds = _AUTOSCALE.shrink_after
+    headroom: Seconds = _AUTOSCALE.headroom
+    interval: Seconds = _AUTOSCALE.interval
+    server_room: Flag = _AUTOSCALE.server_room
+
+    @_model_validator(mode="after")
+    def _rules(self) -> AutoscaleSettings:
+        self.options()
+        return self
+
+    def options(self) -> Autoscale | None:
+        """The validated `Autoscale`, or None when not enabled.
+
+        Raises:
+            ConfigError: a value out of its bounds (the field is named).
+        """
+        try:
+            options = Autoscale(
+                window=self.window,
+                grow_after=self.grow_after,
+                shrink_after=self.shrink_after,
+                headroom=self.headroom,
+                interval=self.interval,
+                server_room=self.server_room,
+            )
+        except ConfigError as exc:
+            # Named from this section, which the settings path already says.
+            raise ConfigError(exc.field.removeprefix("autoscale."), exc.rule) from None
+        return options if self.enabled else None
+
+
 def _masked_url(url: SecretStr | None) -> str | None:
     """The URL with its password shown as ``***``."""
     if url is None:
@@ -312,6 +370,7 @@ class DatabaseSettings(_Strict):
     minimum_version: Count = 13
     retry: RetrySettings = Field(default_factory=RetrySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
     # -- observability -----------------------------------------------------------
     slow_query: OptionalSeconds = None
     log_parameters: Flag = False
@@ -351,6 +410,22 @@ class DatabaseSettings(_Strict):
     def _not_negative(cls, value: float | None) -> float | None:
         if value is not None and value < 0:
             raise ValueError(f"must be >= 0, got {value}")
+        return value
+
+    @field_validator("autoscale", mode="before")
+    @classmethod
+    def _autoscale(cls, value: Any) -> Any:
+        # autoscale = true (or "on" from text), an Autoscale, or a table of
+        # settings, which turns it on unless it says enabled = false.
+        if isinstance(value, Autoscale):
+            return {
+                "enabled": True,
+                **{f.name: getattr(value, f.name) for f in dataclasses.fields(value)},
+            }
+        if isinstance(value, bool) or is_text(value):
+            return {"enabled": value}
+        if isinstance(value, Mapping):
+            return {"enabled": True, **value}
         return value
 
     @field_validator("port", mode="before")
@@ -415,7 +490,8 @@ class DatabaseSettings(_Strict):
         self._check_tls(params)
         if self.ignore_libpq_env and not (params.get("host") or params.get("hostaddr")):
             raise ConfigError("host", "is required with ignore_libpq_env (libpq would read PGHOST)")
-        self.pool_options()
+        options = self.pool_options()
+        autoscale_option(self.autoscale.options(), options.min_size, options.max_size)
         both = self.model_fields_set
         # Contradictions only between values the user chose (defaults never clash).
         idle, life = self.max_idle, self.max_lifetime
@@ -662,6 +738,7 @@ class DatabaseSettings(_Strict):
                 reset_timeout=self.breaker.reset_timeout,
                 half_open_max=self.breaker.half_open_max,
             ),
+            "autoscale": self.autoscale.options(),
         }
         if password is not None:
             kwargs["password"] = password

@@ -195,10 +195,18 @@ class PoolState:
         *,
         breaker: Breaker | None = None,
         name: str = "pool",
+        autoscale: bool = False,
     ) -> None:
         self.options = options
         self.name = name
         self.breaker = breaker
+        # Autoscaled (see pgharbor._policy.autoscale): the size the pool keeps,
+        # in [min_size, max_size], set by `retarget`; waiters do not grow the
+        # pool beyond it. None: min_size kept, grown on demand to max_size.
+        self.target: int | None = options.min_size if autoscale else None
+        # The next caller that has to wait wakes the maintenance loop (the
+        # autoscaler asks for it when it stops sampling an idle pool).
+        self.wake_on_wait = False
         self._max_uses = options.max_uses or _UNLIMITED
         self._rng = rng or random.Random()
         self.idle: deque[Slot] = deque()  # right end = most recently returned (LIFO)
@@ -261,13 +269,16 @@ class PoolState:
             return 0
         opts = self.options
         total = len(self.slots) + self.connecting
-        room = opts.max_size - total
+        room = self._bound() - total
         if room <= 0:
             return 0
         if self.failures:
             # While failing, a single attempt at a time: the next one waits for
             # the backoff, and a dead server is not hammered by the whole pool.
             return 0 if self.connecting else 1
+        if self.target is not None:
+            # Autoscaled: the target is the size; all of it is opened at once.
+            return room
         want = opts.min_size - total
         # Beyond min_size, grow one connection at a time for waiters that
         # outnumber connections already on their way, so a spike of short
@@ -382,6 +393,16 @@ class PoolState:
             io.to_hand(waiter, slot)
             return io
         self.waiters.append(waiter)
+        if self.wake_on_wait or self.target == 0:
+            # The autoscaler sleeps (the pool was idle at its floor) and
+            # wants to hear of the first caller that waits; a pool scaled
+            # down to nothing opens one connection for it at once.
+            self.wake_on_wait = False
+            if self.target == 0:
+                self.target = 1
+            io = Io()
+            io.wake = True
+            return io
         # (_wanted() is 0 when the pool is full: the usual case under load.)
         if len(self.slots) + self.connecting < self.options.max_size and self._wanted():
             io = Io()
@@ -649,17 +670,27 @@ class PoolState:
         io = Io()
         due: list[float] = []
         keep: deque[Slot] = deque()
-        surplus = len(self.slots) - opts.min_size
+        # Idle connections above the floor (min_size, or an autoscaled pool's
+        # target) close after max_idle.
+        surplus = len(self.slots) - (opts.min_size if self.target is None else self.target)
+        # Above the bound (the target, or a max_size lowered by resize while
+        # connections were in use): idle ones close now, oldest first.
+        over = len(self.slots) - self._bound()
         # Oldest first (left): those are the ones to trim.
         while self.idle:
             slot = self.idle.popleft()
             idle_for = now - slot.last_used
             stale = slot.epoch < self.discard_below or now >= slot.expires_at
             surplus_idle = opts.max_idle is not None and surplus > 0 and idle_for >= opts.max_idle
-            if stale or surplus_idle:
+            if over > 0 and not stale:
+                self._remove(slot, io, "resized")
+                over -= 1
+                surplus -= 1
+            elif stale or surplus_idle:
                 self.n_expired += 1
                 self._remove(slot, io, self._expiry_reason(slot) if stale else "idle")
                 surplus -= 1
+                over -= 1
             elif opts.keepalive is not None and idle_for >= opts.keepalive:
                 slot.in_use = False
                 self.pinging += 1
@@ -732,11 +763,31 @@ class PoolState:
     # -- administration --------------------------------------------------------
 
     def resize(self, options: PoolOptions) -> Io:
-        """Apply new sizes; close idle connections above the new maximum."""
+        """Apply new sizes; close idle connections above the new maximum (an
+        autoscaled pool's target is kept within the new bounds)."""
         self.options = options
         self._max_uses = options.max_uses or _UNLIMITED
-        io = Io()
-        while self.idle and len(self.slots) > options.max_size:
+        if self.target is not None:
+            self.target = max(options.min_size, min(self.target, options.max_size))
+        return self._trim(Io())
+
+    def retarget(self, target: int) -> Io:
+        """An autoscaled pool's new size (kept within ``[min_size,
+        max_size]``): connections missing are opened at once (``wake``); idle
+        ones above it close now, oldest first, in-use ones when `maintain`
+        finds them idle."""
+        opts = self.options
+        self.target = max(opts.min_size, min(target, opts.max_size))
+        return self._trim(Io())
+
+    def _bound(self) -> int:
+        """The most connections the pool keeps now."""
+        target = self.target
+        return self.options.max_size if target is None else min(target, self.options.max_size)
+
+    def _trim(self, io: Io) -> Io:
+        bound = self._bound()
+        while self.idle and len(self.slots) > bound:
             self._remove(self.idle.popleft(), io, "resized")
         io.wake = True
         return io
@@ -778,6 +829,7 @@ class PoolState:
             "waiting": len(self.waiters),
             "min_size": self.options.min_size,
             "max_size": self.options.max_size,
+            "target_size": self.options.min_size if self.target is None else self.target,
             "acquired": self.n_acquired,
             "waited": self.n_waited,
             "wait_ms": round(self.wait_time * 1000.0, 3),

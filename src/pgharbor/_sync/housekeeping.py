@@ -22,6 +22,10 @@ HikariCP's ``HouseKeeper`` and psycopg's ``MaintenanceTask`` do:
   server is back, however long it was down.
 - ``Close``, ``Keepalive``, ``ReconnectFailed``: as named.
 
+An autoscaled pool's `Autoscaler` rides along: ``Maintain`` lets it
+sample (it says when next, or not at all while the pool is idle at its
+floor), and ``Connect`` lets it read the server's room on each new connection.
+
 It knows the pool only through the objects the pool hands it (its state,
 lock, connector and observation) and never imports it.
 """
@@ -40,6 +44,7 @@ from .._observe import PoolObservation
 from .._policy.pool import Io, PoolState, Slot
 from .._policy.sqlstate import is_refusal
 from ..errors import ConnectionFailed
+from .autoscaler import Autoscaler
 from .connector import Connector, is_fatal
 
 __all__ = ["REACH_INTERVAL", "Housekeeper"]
@@ -69,6 +74,7 @@ class Housekeeper:
         on_stop: a weak method (called, it gives the function or None) to
             call if the maintenance loop is stopped while the pool is open:
             its event loop ended under it.
+        autoscaler: an autoscaled pool's `Autoscaler`, or None.
     """
 
     def __init__(
@@ -82,6 +88,7 @@ class Housekeeper:
         reconnect_failed: Any = None,
         owner: weakref.ref[Any] | None = None,
         on_stop: Callable[[], Callable[[], None] | None] | None = None,
+        autoscaler: Autoscaler | None = None,
     ) -> None:
         self.name = name
         self.state = state
@@ -91,6 +98,7 @@ class Housekeeper:
         self._reconnect_failed = reconnect_failed
         self._owner = owner
         self._on_stop = on_stop
+        self.autoscaler = autoscaler
         self.wakeup = Event()  # Maintain: there is work to plan
         self.progress = Event()  # an attempt finished (open(wait=True) listens)
         self.tasks: set[Any] = set()  # running background tasks (threads, in Pool)
@@ -159,7 +167,12 @@ class Housekeeper:
                 self.spawn(self.reach)
             self.perform(io)
             observation.note_breaker(st)
-            wake_at = min((t for t in (retry_at, due) if t is not None), default=None)
+            scaled_at = None
+            if self.autoscaler is not None:
+                scaled, scaled_at = self.autoscaler.tick(now)
+                if scaled is not None:
+                    self.perform(scaled)
+            wake_at = min((t for t in (retry_at, due, scaled_at) if t is not None), default=None)
             if observation.alerts is not None:
                 observation.sample_alerts()
                 wake_at = min(wake_at or now + ALERT_PERIOD, now + ALERT_PERIOD)
@@ -170,6 +183,8 @@ class Housekeeper:
         started = monotonic()
         try:
             conn = self.connector.connect()
+            if self.autoscaler is not None:
+                self.autoscaler.read_room(conn)
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else ConnectionFailed("cancelled")
             with self.lock:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EVENTS",
     "REMOVE_REASONS",
+    "RESIZE_REASONS",
     "Event",
     "MetricsSink",
     "OpenTelemetrySink",
@@ -55,6 +56,10 @@ EVENTS: Final[Mapping[str, str]] = {
     "role_change": "a node's role changed: state (primary, replica or unknown)",
     "breaker_change": "the circuit breaker changed: state (closed, open, half-open)",
     "alert": "an alert condition started or cleared: reason (its name), state",
+    "resize": (
+        "an autoscaled pool changed its target size: size (the new target), "
+        "reason (see RESIZE_REASONS), detail (the figures behind it)"
+    ),
 }
 
 #: Why connections leave a pool (the ``reason`` of "remove" events).
@@ -64,8 +69,15 @@ REMOVE_REASONS: Final[tuple[str, ...]] = (
     "expired",  # max_lifetime or max_uses reached
     "idle",  # idle longer than max_idle above min_size
     "drained",  # drain() replaced it
-    "resized",  # resize() shrank the pool
+    "resized",  # resize() or the autoscaler shrank the pool
     "closed",  # the pool closed
+)
+
+#: Why an autoscaled pool changed its target size (the ``reason`` of "resize" events).
+RESIZE_REASONS: Final[tuple[str, ...]] = (
+    "demand",  # callers wanted more connections than the target: grown
+    "quiet",  # the demand stayed below the target for shrink_after: shrunk
+    "server_room",  # the server leaves fewer connections than the target: lowered
 )
 
 
@@ -80,6 +92,8 @@ class Event:
     reason: str | None = None
     error: BaseException | None = None
     state: str | None = None
+    size: int | None = None
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +154,10 @@ class PoolObserver:
 
     def alert(self, name: str, change: str) -> None:
         """Alert ``name`` was ``"raised"`` or ``"cleared"``."""
+
+    def resized(self, size: int, reason: str, detail: str) -> None:
+        """An autoscaled pool's target became ``size`` (``reason``: one of
+        `RESIZE_REASONS`; ``detail``: the figures, for people)."""
 
     def closed(self) -> None:
         """The pool closed: forget it."""
@@ -230,6 +248,9 @@ class Hooks(PoolObserver):
     def alert(self, name: str, change: str) -> None:
         self._emit("alert", reason=name, state=change)
 
+    def resized(self, size: int, reason: str, detail: str) -> None:
+        self._emit("resize", size=size, reason=reason, detail=detail)
+
 
 class Fanout(PoolObserver):
     """Several observers behind one."""
@@ -280,6 +301,10 @@ class Fanout(PoolObserver):
     def alert(self, name: str, change: str) -> None:
         for o in self.observers:
             o.alert(name, change)
+
+    def resized(self, size: int, reason: str, detail: str) -> None:
+        for o in self.observers:
+            o.resized(size, reason, detail)
 
     def closed(self) -> None:
         for o in self.observers:

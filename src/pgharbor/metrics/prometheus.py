@@ -79,6 +79,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "pgharbor_queries_total": ("counter", "Database statements run, by outcome (ok, error)."),
     "pgharbor_query_duration_seconds": ("histogram", "Database statement durations."),
     "pgharbor_alerts_total": ("counter", "Alerts raised, by name."),
+    "pgharbor_target_size": (
+        "gauge",
+        "The size the pool keeps: an autoscaled pool's target, else min_size.",
+    ),
+    "pgharbor_resizes_total": ("counter", "Autoscaled target changes, by reason."),
 }
 
 _HISTOGRAMS = ("create", "wait", "use", "query")
@@ -94,6 +99,7 @@ class _Observer(PoolObserver):
         self.hist = {name: Histogram(bounds) for name in _HISTOGRAMS}
         self.removed_by: dict[str, int] = {}
         self.alerts_by: dict[str, int] = {}
+        self.resizes_by: dict[str, int] = {}
         self.query_errors = 0
         self.role: str | None = None
 
@@ -126,6 +132,10 @@ class _Observer(PoolObserver):
         if change == "raised":
             with self.lock:
                 self.alerts_by[name] = self.alerts_by.get(name, 0) + 1
+
+    def resized(self, size: int, reason: str, detail: str) -> None:
+        with self.lock:
+            self.resizes_by[reason] = self.resizes_by.get(reason, 0) + 1
 
     def closed(self) -> None:
         self.sink._forget(self)
@@ -235,12 +245,14 @@ class PrometheusSink(Collector):
                 ("pgharbor_acquires_total", "acquired"),
                 ("pgharbor_breaker_open", "breaker_open"),
                 ("pgharbor_breaker_opened_total", "breaker_opened"),
+                ("pgharbor_target_size", "target_size"),
             ):
                 fam(name).add_metric(values, stats.get(key, 0))
             with o.lock:
                 hists = {k: (h.cumulative(), h.sum) for k, h in o.hist.items()}
                 removed = dict(o.removed_by)
                 alerts = dict(o.alerts_by)
+                resizes = dict(o.resizes_by)
                 query_errors = o.query_errors
             for reason, n in sorted(removed.items()):
                 fam("pgharbor_connections_removed_total", ("reason",)).add_metric(
@@ -248,6 +260,8 @@ class PrometheusSink(Collector):
                 )
             for alert, n in sorted(alerts.items()):
                 fam("pgharbor_alerts_total", ("alert",)).add_metric([*values, alert], n)
+            for reason, n in sorted(resizes.items()):
+                fam("pgharbor_resizes_total", ("reason",)).add_metric([*values, reason], n)
             for short, name in (
                 ("create", "db_client_connection_create_time_seconds"),
                 ("wait", "db_client_connection_wait_time_seconds"),
