@@ -15,9 +15,10 @@ import dataclasses
 import logging
 import random
 from collections.abc import Iterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from time import monotonic
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Unpack, cast, overload
 
 from .._acompat import Op, StrFactory, ensure, sleep
 from .._batch import KeysetQuery
@@ -26,6 +27,13 @@ from .._policy.retry import RetryPolicy
 from .._policy.routing import Route
 from .._policy.sqlstate import sqlstate_of
 from .._querylog import QueryLog
+from .._typing import (
+    DatabaseHooks,
+    DatabaseKwargs,
+    ConnT,
+    DatabaseStats,
+    check_database_kwargs,
+)
 from ..config import DatabaseSettings
 from ..drivers import get_queries
 from ..drivers.base import ConnStatus
@@ -45,6 +53,9 @@ from ..version import ServerVersion
 from .batches import ProgressCallback, copy_in_chunks, executemany_in_chunks, keyset_pages
 from .pool import Pool
 from .topology import Topology
+
+if TYPE_CHECKING:
+    from .._typing import Psycopg2Conn, PsycopgConn
 
 __all__ = ["Database", "Transaction"]
 
@@ -66,7 +77,7 @@ def _isolation(value: Isolation | str | None) -> Isolation | None:
         ) from None
 
 
-class Database:
+class Database(Generic[ConnT]):
     """One logical database over an `Pool`.
 
     ``conninfo`` is a URL or keyword DSN (or a callable returning one); the
@@ -81,7 +92,51 @@ class Database:
             n = db.fetchval("SELECT count(*) FROM t")
             with db.transaction(isolation="serializable") as tx:
                 tx.execute("UPDATE t SET x = x + 1")
+
+    A keyword it does not take raises `ConfigError` naming it and the
+    setting meant; for type checkers the settings are typed
+    (`pgharbor.DatabaseKwargs`) and the database is generic in the
+    connection type ``driver`` lends (see `Pool`).
     """
+
+    @overload
+    def __init__(
+        self: Database[PsycopgConn],
+        conninfo: str | StrFactory = "",
+        *,
+        name: str | None = None,
+        driver: Literal["psycopg"] = "psycopg",
+        **options: Unpack[DatabaseKwargs],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Database[Psycopg2Conn],
+        conninfo: str | StrFactory = "",
+        *,
+        name: str | None = None,
+        driver: Literal["psycopg2"],
+        **options: Unpack[DatabaseKwargs],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Database[Any],
+        conninfo: str | StrFactory = "",
+        *,
+        name: str | None = None,
+        driver: str,
+        **options: Unpack[DatabaseKwargs],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Database[Any],
+        *,
+        name: str | None = None,
+        settings: DatabaseSettings,
+        **options: Unpack[DatabaseHooks],
+    ) -> None: ...
 
     def __init__(
         self,
@@ -91,6 +146,7 @@ class Database:
         settings: DatabaseSettings | None = None,
         **options: Any,
     ) -> None:
+        check_database_kwargs(type(self).__name__, options)
         # Settings pgharbor.config knows (endpoint, session, pool, driver,
         # minimum_version...) are validated there, in one place; the rest
         # (callbacks, kwargs=, backoff=...) go to the pool as they are.
@@ -181,7 +237,7 @@ class Database:
         )
 
     @property
-    def pool(self) -> Pool:
+    def pool(self) -> Pool[ConnT]:
         """The pool writes go to: the only one, or the current primary's.
 
         Raises:
@@ -195,7 +251,7 @@ class Database:
         database with a single endpoint: ``topology.single``)."""
         return self._topology
 
-    def _pool_for(self, route: Route | None) -> Pool:
+    def _pool_for(self, route: Route | None) -> Pool[ConnT]:
         return self._topology.pool_for(route or self._reads)
 
     def _elsewhere(self, pool: Pool, route: Route | None = None) -> bool:
@@ -207,14 +263,16 @@ class Database:
             return False
 
     @classmethod
-    def from_settings(cls, settings: DatabaseSettings, name: str | None = None) -> Database:
+    def from_settings(
+        cls, settings: DatabaseSettings, name: str | None = None
+    ) -> Database[Any]:
         """A database from validated `pgharbor.config.DatabaseSettings`."""
         return cls(name=name, settings=settings)
 
     @classmethod
     def from_env(
         cls, name: str | None = None, env: Mapping[str, str] | None = None
-    ) -> Database:
+    ) -> Database[Any]:
         """A database from the environment: ``PGHARBOR_<NAME>__...`` variables,
         or the ``POSTGRES_HOST``/``POSTGRES_DB``/... ones (see
         `pgharbor.config`)."""
@@ -223,7 +281,7 @@ class Database:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self._topology!r}>"
 
-    def __enter__(self) -> Database:
+    def __enter__(self) -> Database[ConnT]:
         self.open()
         return self
 
@@ -251,24 +309,26 @@ class Database:
         for pool in self._topology.pools():
             pool.drain()
 
-    def connection(self, timeout: float | None = None, *, route: Route | None = "primary") -> Any:
+    def connection(
+        self, timeout: float | None = None, *, route: Route | None = "primary"
+    ) -> AbstractContextManager[ConnT]:
         """Lend a native connection for a block (the pool's `connection`);
         with replicas, from the node ``route`` chooses. Whatever session
         state the block leaves is reset when it comes back (see ``reset``)."""
         return self._pool_for(route).connection(timeout)
 
-    def stats(self) -> dict[str, int | float]:
+    def stats(self) -> DatabaseStats:
         """The stats of the pool writes go to (see `topology` for every node),
         and the database's statement counters: ``queries``, ``queries_failed``,
         ``queries_slow`` and ``query_ms`` (total time)."""
-        pool_stats: dict[str, int | float] = {}
+        queries = self._log.stats()
         try:
-            pool_stats = self.pool.stats()
+            return {**self.pool.stats(), **queries}
         except NoAvailableServer:
-            pass
-        return {**pool_stats, **self._log.stats()}
+            # No primary now: the counters alone (the pool keys are optional).
+            return cast(DatabaseStats, queries)
 
-    def pools(self) -> list[Pool]:
+    def pools(self) -> list[Pool[ConnT]]:
         """Every pool of this database: one, or one per node."""
         return self._topology.pools()
 
@@ -504,7 +564,7 @@ class Database:
         deferrable: bool = False,
         timeout: float | None = None,
         route: Route | None = None,
-    ) -> Transaction:
+    ) -> Transaction[ConnT]:
         """A transaction on one connection: committed when the block ends,
         rolled back if it raises.
 
@@ -518,7 +578,7 @@ class Database:
 
     def run_transaction(
         self,
-        fn: Callable[[Transaction], Any],
+        fn: Callable[[Transaction[ConnT]], Any],
         *,
         retries: int | None = None,
         isolation: Isolation | str | None = None,
@@ -686,8 +746,9 @@ class Database:
         return keyset_pages(self, keyset, route=route, timeout=timeout)
 
 
-class Transaction:
-    """A transaction on one pooled connection (see `Database.transaction`)."""
+class Transaction(Generic[ConnT]):
+    """A transaction on one pooled connection (see `Database.transaction`);
+    ``conn`` is that native connection, inside the block."""
 
     __slots__ = (
         "_db",
@@ -703,7 +764,7 @@ class Transaction:
 
     def __init__(
         self,
-        db: Database,
+        db: Database[ConnT],
         isolation: Isolation | None,
         read_only: bool,
         deferrable: bool,
@@ -712,15 +773,15 @@ class Transaction:
     ) -> None:
         self._db = db
         self._route = route
-        self._pool: Pool | None = None
+        self._pool: Pool[ConnT] | None = None
         self._lease: Any = None
         self._isolation = isolation
         self._read_only = read_only
         self._deferrable = deferrable
         self._timeout = timeout
-        self.conn: Any = None
+        self.conn: ConnT = cast(Any, None)
 
-    def __enter__(self) -> Transaction:
+    def __enter__(self) -> Transaction[ConnT]:
         pool = self._db._pool_for(self._route)
         self._pool = pool
         # The lease is held by this transaction: the connection goes back
@@ -742,7 +803,7 @@ class Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn, self.conn = self.conn, None
+        conn, self.conn = self.conn, cast(Any, None)
         lease, self._lease = self._lease, None
         pool = self._pool
         assert pool is not None and lease is not None
