@@ -30,6 +30,14 @@ if TYPE_CHECKING:
     from pgharbor._sync.migrations import Migrations
     from pgharbor._sync.pool import Pool
     from pgharbor._sync.saga import Saga
+    from pgharbor._typing import (
+        AsyncDatabaseKwargs,
+        AsyncPoolKwargs,
+        DatabaseKwargs,
+        DatabaseStats,
+        PoolKwargs,
+        PoolStats,
+    )
     from pgharbor.checks import CheckReport, DatabaseCheck
     from pgharbor.config import DatabaseSettings, HarborSettings, load_settings
     from pgharbor.drivers.query import Isolation, Row
@@ -69,9 +77,11 @@ logging.getLogger("pgharbor").addHandler(logging.NullHandler())
 __all__ = [
     "Alerts",
     "AsyncDatabase",
+    "AsyncDatabaseKwargs",
     "AsyncDatabaseManager",
     "AsyncMigrations",
     "AsyncPool",
+    "AsyncPoolKwargs",
     "AsyncSaga",
     "AsyncTransaction",
     "AuthenticationFailed",
@@ -87,8 +97,10 @@ __all__ = [
     "Database",
     "DatabaseCheck",
     "DatabaseHealth",
+    "DatabaseKwargs",
     "DatabaseManager",
     "DatabaseSettings",
+    "DatabaseStats",
     "Difference",
     "Event",
     "HarborError",
@@ -110,7 +122,9 @@ __all__ = [
     "Pool",
     "PoolClosed",
     "PoolError",
+    "PoolKwargs",
     "PoolOptions",
+    "PoolStats",
     "PoolTimeout",
     "RetryPolicy",
     "Row",
@@ -133,7 +147,14 @@ __all__ = [
 _ERRORS = "pgharbor.errors"
 _HEALTH = "pgharbor._policy.health"
 _MIGRATE = "pgharbor._migrate.plan"
+_TYPING = "pgharbor._typing"
 _HOMES = {
+    "AsyncDatabaseKwargs": _TYPING,
+    "AsyncPoolKwargs": _TYPING,
+    "DatabaseKwargs": _TYPING,
+    "DatabaseStats": _TYPING,
+    "PoolKwargs": _TYPING,
+    "PoolStats": _TYPING,
     "Alerts": _HEALTH,
     "DatabaseHealth": _HEALTH,
     "Event": "pgharbor.metrics",
