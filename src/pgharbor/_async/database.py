@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Unpack, cast, 
 
 from .._acompat import AOp, AStrFactory, aensure, asleep
 from .._batch import KeysetQuery
+from .._errormap import database_error
 from .._policy.health import DatabaseHealth
 from .._policy.retry import RetryPolicy
 from .._policy.routing import Route
@@ -36,7 +37,7 @@ from ..config import DatabaseSettings
 from ..drivers import get_async_queries
 from ..drivers.base import ConnStatus
 from ..drivers.query import AsyncQueries, Isolation, Row
-from ..errors import CommitOutcomeUnknown, ConfigError, NoAvailableServer
+from ..errors import CommitOutcomeUnknown, ConfigError, DatabaseError, NoAvailableServer
 from ..facts import ServerFacts, read_facts_async, sizing_warnings, to_dollar
 from ..metrics import Event as PoolEvent
 from ..privileges import (
@@ -481,8 +482,14 @@ class AsyncDatabase(Generic[ConnT]):
                 atomic=atomic,
                 progress=progress,
             )
-        async with self.pool.connection(reset=False) as conn:
-            copied = await self._q.copy_records(conn, table, records, columns, schema, timeout)
+        pool = self.pool
+        try:
+            async with pool.connection(reset=False) as conn:
+                copied = await self._q.copy_records(conn, table, records, columns, schema, timeout)
+        except Exception as exc:
+            if (error := database_error(exc, pool.connector.is_disconnect)) is None:
+                raise
+            raise error from exc
         self._topology.note_write()
         return copied
 
@@ -540,7 +547,10 @@ class AsyncDatabase(Generic[ConnT]):
                     attempt, now - first_failure, exc, idempotent=idempotent, rand=random.random()
                 )
                 if delay is None:
-                    raise
+                    # pgharbor's class for a server error or a lost connection.
+                    if (error := database_error(exc, pool.connector.is_disconnect)) is None:
+                        raise
+                    raise error from exc
                 logger.info(
                     "database %r: statement failed (%s); attempt %d in %.3f s",
                     self.name,
@@ -788,9 +798,11 @@ class AsyncTransaction(Generic[ConnT]):
         conn = await lease.__aenter__()
         try:
             await self._db._q.begin(conn, self._isolation, self._read_only, self._deferrable)
-        except BaseException:
+        except BaseException as exc:
             await lease.__aexit__(None, None, None)
-            raise
+            if (error := database_error(exc, pool.connector.is_disconnect)) is None:
+                raise
+            raise error from exc
         self._lease = lease
         self.conn = conn
         return self
@@ -833,7 +845,9 @@ class AsyncTransaction(Generic[ConnT]):
                         "COMMIT was in flight; the transaction may or may not have "
                         "been applied"
                     ) from commit_error
-                raise
+                if (error := database_error(commit_error, pool.connector.is_disconnect)) is None:
+                    raise
+                raise error from commit_error
         finally:
             await lease.__aexit__(None, None, None)
 
@@ -863,7 +877,12 @@ class AsyncTransaction(Generic[ConnT]):
         self, query: str, params_seq: Iterable[Any], *, timeout: float | None = None
     ) -> None:
         """Run a statement once per parameter set."""
-        await self._db._q.executemany(self.conn, query, params_seq, timeout)
+        try:
+            await self._db._q.executemany(self.conn, query, params_seq, timeout)
+        except Exception as exc:
+            if (error := self._ours(exc)) is None:
+                raise
+            raise error from exc
 
     async def copy_records(
         self,
@@ -875,7 +894,14 @@ class AsyncTransaction(Generic[ConnT]):
         timeout: float | None = None,
     ) -> int:
         """COPY ``records`` into ``table`` inside the transaction."""
-        return await self._db._q.copy_records(self.conn, table, records, columns, schema, timeout)
+        try:
+            return await self._db._q.copy_records(
+                self.conn, table, records, columns, schema, timeout
+            )
+        except Exception as exc:
+            if (error := self._ours(exc)) is None:
+                raise
+            raise error from exc
 
     async def _timed(self, op: AOp[T], query: str, params: Any, timeout: float | None) -> T:
         started = monotonic()
@@ -883,6 +909,13 @@ class AsyncTransaction(Generic[ConnT]):
             result = await op(self.conn, query, params, timeout)
         except Exception as exc:
             self._db._log.done(self._pool, query, params, started, error=exc)
-            raise
+            if (error := self._ours(exc)) is None:
+                raise
+            raise error from exc
         self._db._log.done(self._pool, query, params, started, result)
         return result
+
+    def _ours(self, exc: Exception) -> DatabaseError | None:
+        """pgharbor's error for ``exc`` (see `pgharbor.errors`), or None."""
+        assert self._pool is not None
+        return database_error(exc, self._pool.connector.is_disconnect)

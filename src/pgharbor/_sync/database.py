@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Unpack, cast, 
 
 from .._acompat import Op, StrFactory, ensure, sleep
 from .._batch import KeysetQuery
+from .._errormap import database_error
 from .._policy.health import DatabaseHealth
 from .._policy.retry import RetryPolicy
 from .._policy.routing import Route
@@ -38,7 +39,7 @@ from ..config import DatabaseSettings
 from ..drivers import get_queries
 from ..drivers.base import ConnStatus
 from ..drivers.query import Queries, Isolation, Row
-from ..errors import CommitOutcomeUnknown, ConfigError, NoAvailableServer
+from ..errors import CommitOutcomeUnknown, ConfigError, DatabaseError, NoAvailableServer
 from ..facts import ServerFacts, read_facts_sync, sizing_warnings, to_dollar
 from ..metrics import Event as PoolEvent
 from ..privileges import (
@@ -483,8 +484,14 @@ class Database(Generic[ConnT]):
                 atomic=atomic,
                 progress=progress,
             )
-        with self.pool.connection(reset=False) as conn:
-            copied = self._q.copy_records(conn, table, records, columns, schema, timeout)
+        pool = self.pool
+        try:
+            with pool.connection(reset=False) as conn:
+                copied = self._q.copy_records(conn, table, records, columns, schema, timeout)
+        except Exception as exc:
+            if (error := database_error(exc, pool.connector.is_disconnect)) is None:
+                raise
+            raise error from exc
         self._topology.note_write()
         return copied
 
@@ -542,7 +549,10 @@ class Database(Generic[ConnT]):
                     attempt, now - first_failure, exc, idempotent=idempotent, rand=random.random()
                 )
                 if delay is None:
-                    raise
+                    # pgharbor's class for a server error or a lost connection.
+                    if (error := database_error(exc, pool.connector.is_disconnect)) is None:
+                        raise
+                    raise error from exc
                 logger.info(
                     "database %r: statement failed (%s); attempt %d in %.3f s",
                     self.name,
@@ -790,9 +800,11 @@ class Transaction(Generic[ConnT]):
         conn = lease.__enter__()
         try:
             self._db._q.begin(conn, self._isolation, self._read_only, self._deferrable)
-        except BaseException:
+        except BaseException as exc:
             lease.__exit__(None, None, None)
-            raise
+            if (error := database_error(exc, pool.connector.is_disconnect)) is None:
+                raise
+            raise error from exc
         self._lease = lease
         self.conn = conn
         return self
@@ -835,7 +847,9 @@ class Transaction(Generic[ConnT]):
                         "COMMIT was in flight; the transaction may or may not have "
                         "been applied"
                     ) from commit_error
-                raise
+                if (error := database_error(commit_error, pool.connector.is_disconnect)) is None:
+                    raise
+                raise error from commit_error
         finally:
             lease.__exit__(None, None, None)
 
@@ -865,7 +879,12 @@ class Transaction(Generic[ConnT]):
         self, query: str, params_seq: Iterable[Any], *, timeout: float | None = None
     ) -> None:
         """Run a statement once per parameter set."""
-        self._db._q.executemany(self.conn, query, params_seq, timeout)
+        try:
+            self._db._q.executemany(self.conn, query, params_seq, timeout)
+        except Exception as exc:
+            if (error := self._ours(exc)) is None:
+                raise
+            raise error from exc
 
     def copy_records(
         self,
@@ -877,7 +896,14 @@ class Transaction(Generic[ConnT]):
         timeout: float | None = None,
     ) -> int:
         """COPY ``records`` into ``table`` inside the transaction."""
-        return self._db._q.copy_records(self.conn, table, records, columns, schema, timeout)
+        try:
+            return self._db._q.copy_records(
+                self.conn, table, records, columns, schema, timeout
+            )
+        except Exception as exc:
+            if (error := self._ours(exc)) is None:
+                raise
+            raise error from exc
 
     def _timed(self, op: Op[T], query: str, params: Any, timeout: float | None) -> T:
         started = monotonic()
@@ -885,6 +911,13 @@ class Transaction(Generic[ConnT]):
             result = op(self.conn, query, params, timeout)
         except Exception as exc:
             self._db._log.done(self._pool, query, params, started, error=exc)
-            raise
+            if (error := self._ours(exc)) is None:
+                raise
+            raise error from exc
         self._db._log.done(self._pool, query, params, started, result)
         return result
+
+    def _ours(self, exc: Exception) -> DatabaseError | None:
+        """pgharbor's error for ``exc`` (see `pgharbor.errors`), or None."""
+        assert self._pool is not None
+        return database_error(exc, self._pool.connector.is_disconnect)
