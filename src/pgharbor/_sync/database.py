@@ -384,6 +384,10 @@ class Database(Generic[ConnT]):
         """All rows of ``query``. ``timeout`` bounds the statement (seconds).
 
         Raises:
+            DatabaseError: the server refused the statement (the subclass for
+                its SQLSTATE, e.g. `UniqueViolation`), or the connection was
+                lost under it (`ConnectionLost`): the same classes with every
+                driver (see `pgharbor.errors`). So do the other helpers.
             TimeoutError: the statement ran longer than ``timeout`` (cancelled).
             PoolTimeout: no connection within the pool's timeout.
         """
