@@ -48,8 +48,8 @@ class Row(tuple[Any, ...]):
     ``row[0]``, ``row["id"]``, ``row.id``, ``row.get("id")``, ``dict(row)``,
     ``row.keys()``, ``row.items()``; it compares, unpacks and hashes as the
     tuple of its values. Each result has its own subclass (made once per
-    column list, see `row_class`), so building a row costs what building a
-    tuple costs, and the names are shared by every row of the result.
+    column list, see `row_class`): a row is built by the tuple's own
+    constructor, and the names are shared by every row of the result.
 
     Attributes: a column is an attribute unless its name is one of Row's own
     (``get``, ``keys``, ``items``, or starts and ends with ``__``); as in a
@@ -60,11 +60,11 @@ class Row(tuple[Any, ...]):
     field or response model typed `Row`, with ``TypeAdapter``) and for
     FastAPI, whatever the endpoint's annotation: each row class presents
     itself as a dataclass whose fields are its columns, which FastAPI's
-    ``jsonable_encoder``, pydantic's ``to_jsonable_python`` and orjson turn
-    into objects. A row with a column named after one of Row's own names
-    is encoded as a list there (a list of values: the name would be lost);
-    the standard library's ``json.dumps`` encodes every tuple as a list:
-    give it ``dict(row)``.
+    ``jsonable_encoder`` and pydantic's ``to_jsonable_python`` turn into
+    objects. The exception: a row with a column named like one of Row's
+    own attributes, which ``jsonable_encoder`` encodes as a list of its
+    values (pydantic still gives an object). The standard library's
+    ``json.dumps`` encodes every tuple as a list: give it ``dict(row)``.
     """
 
     __slots__ = ()
