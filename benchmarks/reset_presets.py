@@ -28,7 +28,7 @@ PRESETS = ("rollback", "session", "discard")
 CASES = [("async", "psycopg"), ("async", "asyncpg"), ("sync", "psycopg"), ("sync", "psycopg2")]
 
 
-def _sync(conninfo: str, driver: str, reset: str, workers: int, duration: float) -> float:
+def _sync(conninfo: str, driver: str, reset: Any, workers: int, duration: float) -> float:
     with Pool(conninfo, driver=driver, min_size=5, max_size=5, reset=reset) as pool:
         sample = run_sync_pool(
             pool.connection, sync_query(driver, "select1"), workers, 0.3, duration
@@ -36,7 +36,7 @@ def _sync(conninfo: str, driver: str, reset: str, workers: int, duration: float)
     return sample.rate
 
 
-async def _async(conninfo: str, driver: str, reset: str, workers: int, duration: float) -> float:
+async def _async(conninfo: str, driver: str, reset: Any, workers: int, duration: float) -> float:
     async with AsyncPool(conninfo, driver=driver, min_size=5, max_size=5, reset=reset) as pool:
         sample = await run_async_pool(
             pool.connection, async_query(driver, "select1"), workers, 0.3, duration

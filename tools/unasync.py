@@ -64,7 +64,11 @@ RULES: list[Rule] = [
     Rule("__aexit__", "__exit__"),
     Rule("__anext__", "__next__"),
     Rule("AsyncIterator", "Iterator"),
+    Rule("AbstractAsyncContextManager", "AbstractContextManager"),
     # pgharbor's own names.
+    Rule("AsyncPoolKwargs", "PoolKwargs"),
+    Rule("AsyncDatabaseKwargs", "DatabaseKwargs"),
+    Rule("AsyncDatabaseHooks", "DatabaseHooks"),
     Rule("AsyncDatabaseManager", "DatabaseManager"),
     Rule("AsyncConnector", "Connector"),
     Rule("AsyncHousekeeper", "Housekeeper"),
@@ -85,6 +89,10 @@ RULES: list[Rule] = [
     Rule("read_schema_async", "read_schema_sync"),
     Rule("pgharbor._async", "pgharbor._sync"),
     Rule("_async", "_sync"),
+    # The connection types the overloads pick by driver name (pgharbor._typing).
+    Rule("AsyncPsycopgConn", "PsycopgConn"),
+    Rule("AsyncpgConn", "Psycopg2Conn"),
+    Rule('Literal["asyncpg"]', 'Literal["psycopg2"]'),
     # Paired primitives of pgharbor/_acompat.py.
     Rule("AStrFactory", "StrFactory"),
     Rule("AOp", "Op"),

@@ -13,9 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 from time import monotonic
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ._policy.sqlstate import sqlstate_of
+
+if TYPE_CHECKING:
+    from ._typing import QueryStats
 
 __all__ = ["QueryLog"]
 
@@ -126,7 +129,7 @@ class QueryLog:
             shown,
         )
 
-    def stats(self) -> dict[str, int | float]:
+    def stats(self) -> QueryStats:
         """``queries``, ``queries_failed``, ``queries_slow``, ``query_ms``."""
         with self._lock:
             return {

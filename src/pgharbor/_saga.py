@@ -30,7 +30,7 @@ from ._policy.sqlstate import (
     is_transient,
     sqlstate_of,
 )
-from .errors import CommitOutcomeUnknown, ConfigError, ConnectionFailed, PoolError
+from .errors import CommitOutcomeUnknown, ConfigError, ConnectionFailed, ConnectionLost, PoolError
 
 __all__ = [
     "SagaContext",
@@ -107,7 +107,7 @@ def retryable(exc: BaseException) -> bool:
     whether it went in), no connection was available, or the server asks
     for a retry (serialization failure, deadlock, overload). A business
     error (a constraint, an exception the action raised) is not."""
-    if isinstance(exc, CommitOutcomeUnknown | PoolError | ConnectionFailed):
+    if isinstance(exc, CommitOutcomeUnknown | PoolError | ConnectionFailed | ConnectionLost):
         return True
     code = sqlstate_of(exc)
     if code is not None:

@@ -3,16 +3,38 @@
 ```
 HarborError(Exception)                    root of everything pgharbor raises
 ├── ConfigError(HarborError, ValueError)  a setting is invalid; names the field and the rule
+├── DatabaseUnavailable                   the database cannot serve the call now: retry later,
+│   │                                     or answer 503 (also the base of the (U) classes below)
+│   ├── ConnectionFailed                  connecting failed; .reason says why
+│   │   └── AuthenticationFailed          28xxx: wrong password, unknown role, no pg_hba entry
+│   └── ConnectionLost(DatabaseError, DatabaseUnavailable)
+│                                         the connection was lost under a statement (class 08,
+│                                         57P01-57P05, 25P03, or the driver saw it break)
 ├── PoolError(HarborError)                a pool condition (not a database error)
 │   ├── PoolClosed                        the pool is closed (or closing)
-│   ├── PoolTimeout(PoolError, TimeoutError)
+│   ├── PoolTimeout(PoolError, DatabaseUnavailable, TimeoutError)          (U)
 │   │                                     no connection within the timeout; names the pool,
 │   │                                     its counts and the last connect error (as __cause__)
-│   ├── TooManyRequests                   the wait queue is full (max_waiting)
-│   ├── CircuitOpen                       the endpoint's breaker is open; .retry_after seconds
-│   └── NoAvailableServer                 no node can serve the requested role
-├── ConnectionFailed(HarborError)         connecting failed; .reason says why
-│   └── AuthenticationFailed              28xxx: wrong password, unknown role, no pg_hba entry
+│   ├── TooManyRequests                   the wait queue is full (max_waiting)            (U)
+│   ├── CircuitOpen                       the endpoint's breaker is open; .retry_after     (U)
+│   └── NoAvailableServer                 no node can serve the requested role            (U)
+├── DatabaseError                         a statement failed: .sqlstate, the driver's error
+│   │                                     as __cause__ (raised by Database, see below)
+│   ├── ConnectionLost                    (see above)
+│   ├── DataError                         22xxx: a value the type refuses, division by zero...
+│   ├── IntegrityError                    23xxx: a constraint refused the change
+│   │   ├── NotNullViolation              23502
+│   │   ├── ForeignKeyViolation           23503
+│   │   ├── UniqueViolation               23505
+│   │   ├── CheckViolation                23514
+│   │   └── ExclusionViolation            23P01
+│   ├── ReadOnlySqlTransaction            25006: a write on a standby or a read-only transaction
+│   ├── TransactionRollback               40xxx: run the whole transaction again
+│   │   ├── SerializationFailure          40001
+│   │   └── DeadlockDetected              40P01
+│   ├── ProgrammingError                  42xxx: syntax, unknown table or column, privilege
+│   ├── LockNotAvailable                  55P03: lock_timeout, or NOWAIT met a lock
+│   └── QueryCanceled                     57014: statement_timeout, pg_cancel_backend
 ├── UnsupportedServerVersion              the server is older than the supported minimum
 ├── InsufficientPrivileges                required privileges are missing; .missing lists them
 ├── GuardRefused                          untrusted SQL broke a guard rule; .rule names it
@@ -28,12 +50,29 @@ HarborError(Exception)                    root of everything pgharbor raises
 └── BatchError                            a chunked batch failed; .committed rows are in
 ```
 
-Driver errors (psycopg, asyncpg, psycopg2) raised by the user's own queries pass
-through untouched: pgharbor only adds errors for conditions it owns. To tell
-them apart, the SQLSTATE classification the pool and the router use is here
-too: `sqlstate_of` (reads psycopg's, asyncpg's and psycopg2's errors, walking
-the chain), `is_disconnect`, `is_transient`, `is_retryable_transaction`,
-`is_fatal_config`, `is_read_only`, `statement_did_not_run`.
+**Statement errors, the same whatever the driver.** `Database` and
+`AsyncDatabase` (their helpers — ``fetch``, ``execute``... — and their
+transactions) raise a `DatabaseError` for an error the server sent (it has a
+SQLSTATE) or a lost connection: the class from the table above (the exact
+code first, then its two-character class, else `DatabaseError` itself),
+with ``.sqlstate`` and the driver's error as ``__cause__``. The object
+raised is *also* an instance of the driver's own class — a class made once
+per pair, e.g. ``UniqueViolation`` under both `pgharbor.UniqueViolation` and
+``psycopg.errors.UniqueViolation`` (``asyncpg.UniqueViolationError``,
+``psycopg2.errors.UniqueViolation``) — carrying the driver's attributes
+(``diag``, ``constraint_name``, ``pgcode``...). So ``except
+pgharbor.UniqueViolation`` works with every driver, and code written
+against one driver (``except psycopg.Error``) keeps working. Errors the
+driver raises before sending (wrong number of parameters...) and the
+``TimeoutError`` of a call's ``timeout=`` pass through as they are.
+
+At the pool level (``pool.connection()``, ``db.connection()``), driver
+errors pass through untouched: the connection is the driver's, and so are
+its errors. To tell them apart, the SQLSTATE classification the pool and the
+router use is here too: `sqlstate_of` (reads psycopg's, asyncpg's and
+psycopg2's errors, walking the chain), `is_disconnect`, `is_transient`,
+`is_retryable_transaction`, `is_fatal_config`, `is_read_only`,
+`statement_did_not_run`; `error_class` maps a SQLSTATE to its class.
 """
 
 from __future__ import annotations
@@ -53,26 +92,44 @@ from ._policy.sqlstate import (
 __all__ = [
     "AuthenticationFailed",
     "BatchError",
+    "CheckViolation",
     "CircuitOpen",
     "CommitOutcomeUnknown",
     "ConfigError",
     "ConnectionFailed",
+    "ConnectionLost",
+    "DataError",
+    "DatabaseError",
+    "DatabaseUnavailable",
+    "DeadlockDetected",
+    "ExclusionViolation",
+    "ForeignKeyViolation",
     "GuardRefused",
     "HarborError",
     "InsufficientPrivileges",
+    "IntegrityError",
+    "LockNotAvailable",
     "MigrationDrift",
     "MigrationError",
     "MigrationFailed",
     "MigrationLockTimeout",
     "NoAvailableServer",
+    "NotNullViolation",
     "PoolClosed",
     "PoolError",
     "PoolTimeout",
+    "ProgrammingError",
+    "QueryCanceled",
+    "ReadOnlySqlTransaction",
     "SagaCompensationFailed",
     "SagaError",
     "SagaFailed",
+    "SerializationFailure",
     "TooManyRequests",
+    "TransactionRollback",
+    "UniqueViolation",
     "UnsupportedServerVersion",
+    "error_class",
     "is_disconnect",
     "is_fatal_config",
     "is_read_only",
@@ -103,6 +160,18 @@ class ConfigError(HarborError, ValueError):
         super().__init__(f"{field}: {rule}")
 
 
+class DatabaseUnavailable(HarborError):
+    """The database cannot serve the call now: no connection could be had
+    (connecting failed, the pool timed out or is overloaded, the breaker is
+    open, no node has the role asked for) or the one in use was lost.
+
+    Worth trying again later; a web service answers 503. A base class: what
+    is raised is one of its subclasses (see the tree in `pgharbor.errors`).
+    """
+
+    __module__ = "pgharbor"
+
+
 class PoolError(HarborError):
     """A pool condition: closed, exhausted, overloaded, or failing fast."""
 
@@ -115,19 +184,19 @@ class PoolClosed(PoolError):
     __module__ = "pgharbor"
 
 
-class PoolTimeout(PoolError, TimeoutError):
+class PoolTimeout(PoolError, DatabaseUnavailable, TimeoutError):
     """No connection could be handed out within the timeout."""
 
     __module__ = "pgharbor"
 
 
-class TooManyRequests(PoolError):
+class TooManyRequests(PoolError, DatabaseUnavailable):
     """The pool's wait queue is full (``max_waiting``); raised at once."""
 
     __module__ = "pgharbor"
 
 
-class CircuitOpen(PoolError):
+class CircuitOpen(PoolError, DatabaseUnavailable):
     """The endpoint's circuit breaker is open: failing fast without connecting."""
 
     __module__ = "pgharbor"
@@ -137,13 +206,13 @@ class CircuitOpen(PoolError):
         self.retry_after = retry_after
 
 
-class NoAvailableServer(PoolError):
+class NoAvailableServer(PoolError, DatabaseUnavailable):
     """No node of the database can serve the requested role right now."""
 
     __module__ = "pgharbor"
 
 
-class ConnectionFailed(HarborError):
+class ConnectionFailed(DatabaseUnavailable):
     """A connection attempt failed; ``reason`` classifies why.
 
     Reasons: ``network``, ``dns``, ``tls``, ``auth``, ``database-missing``,
@@ -165,6 +234,147 @@ class AuthenticationFailed(ConnectionFailed):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, reason="auth")
+
+
+class DatabaseError(HarborError):
+    """A statement failed (see "Statement errors" in `pgharbor.errors`).
+
+    ``sqlstate`` is the code the server sent (None for a connection the
+    client saw break); the driver's error is ``__cause__``, and the object
+    raised by `Database` is also an instance of the driver's own class.
+    """
+
+    __module__ = "pgharbor"
+    sqlstate: str | None
+
+    def __init__(self, message: str = "", sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class ConnectionLost(DatabaseError, DatabaseUnavailable):
+    """The connection was lost under a statement: the server ended the
+    session (a restart, ``pg_terminate_backend``, a timeout) or the network
+    failed. The statement may or may not have run (see ``idempotent=``)."""
+
+    __module__ = "pgharbor"
+
+
+class DataError(DatabaseError):
+    """22xxx: a value its type refuses, a number out of range, division by zero."""
+
+    __module__ = "pgharbor"
+
+
+class IntegrityError(DatabaseError):
+    """23xxx: a constraint refused the change."""
+
+    __module__ = "pgharbor"
+
+
+class NotNullViolation(IntegrityError):
+    """23502: NULL in a NOT NULL column."""
+
+    __module__ = "pgharbor"
+
+
+class ForeignKeyViolation(IntegrityError):
+    """23503: a reference to a row that does not exist, or to a row still referenced."""
+
+    __module__ = "pgharbor"
+
+
+class UniqueViolation(IntegrityError):
+    """23505: a duplicate key."""
+
+    __module__ = "pgharbor"
+
+
+class CheckViolation(IntegrityError):
+    """23514: a CHECK constraint failed."""
+
+    __module__ = "pgharbor"
+
+
+class ExclusionViolation(IntegrityError):
+    """23P01: an exclusion constraint failed."""
+
+    __module__ = "pgharbor"
+
+
+class ReadOnlySqlTransaction(DatabaseError):
+    """25006: a write on a standby, or in a read-only transaction."""
+
+    __module__ = "pgharbor"
+
+
+class TransactionRollback(DatabaseError):
+    """40xxx: the server rolled the transaction back; running the whole
+    transaction again may succeed (`Database.run_transaction` does)."""
+
+    __module__ = "pgharbor"
+
+
+class SerializationFailure(TransactionRollback):
+    """40001: concurrent transactions could not be serialized."""
+
+    __module__ = "pgharbor"
+
+
+class DeadlockDetected(TransactionRollback):
+    """40P01: this transaction was chosen to end a deadlock."""
+
+    __module__ = "pgharbor"
+
+
+class ProgrammingError(DatabaseError):
+    """42xxx: a syntax error, an unknown table or column, a missing privilege."""
+
+    __module__ = "pgharbor"
+
+
+class LockNotAvailable(DatabaseError):
+    """55P03: a lock could not be had (``lock_timeout``, or ``NOWAIT``)."""
+
+    __module__ = "pgharbor"
+
+
+class QueryCanceled(DatabaseError):
+    """57014: the server cancelled the statement (``statement_timeout``,
+    ``pg_cancel_backend``). A call's own ``timeout=`` raises ``TimeoutError``."""
+
+    __module__ = "pgharbor"
+
+
+_BY_CODE: dict[str, type[DatabaseError]] = {
+    "23502": NotNullViolation,
+    "23503": ForeignKeyViolation,
+    "23505": UniqueViolation,
+    "23514": CheckViolation,
+    "23P01": ExclusionViolation,
+    "25006": ReadOnlySqlTransaction,
+    "40001": SerializationFailure,
+    "40P01": DeadlockDetected,
+    "55P03": LockNotAvailable,
+    "57014": QueryCanceled,
+}
+_BY_CLASS: dict[str, type[DatabaseError]] = {
+    "22": DataError,
+    "23": IntegrityError,
+    "40": TransactionRollback,
+    "42": ProgrammingError,
+}
+
+
+def error_class(sqlstate: str | None) -> type[DatabaseError]:
+    """The `DatabaseError` class for a SQLSTATE: the code's own, else its
+    class's (the first two characters), else `DatabaseError`. Lost
+    connections (class 08, 57P01...) are `ConnectionLost`."""
+    if sqlstate is None:
+        return DatabaseError
+    if is_disconnect(sqlstate):
+        return ConnectionLost
+    return _BY_CODE.get(sqlstate) or _BY_CLASS.get(sqlstate[:2], DatabaseError)
 
 
 class UnsupportedServerVersion(HarborError):

@@ -21,6 +21,7 @@ import itertools
 import os
 import threading
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
@@ -220,7 +221,7 @@ class Recorder:
         with self.lock:
             self.checkout.append((spec.name, what, self.phase))
 
-    def bad_sizes(self, spec: ClientSpec, stats: dict[str, Any]) -> None:
+    def bad_sizes(self, spec: ClientSpec, stats: Mapping[str, Any]) -> None:
         with self.lock:
             if len(self.sizes) < 100:
                 self.sizes.append((spec.name, self.phase, dict(stats)))
@@ -237,7 +238,7 @@ class Recorder:
         return best
 
 
-def sizes_ok(stats: dict[str, Any]) -> bool:
+def sizes_ok(stats: Mapping[str, Any]) -> bool:
     """The pool's counts are consistent and within its bounds."""
     size, idle, in_use = stats["size"], stats["idle"], stats["in_use"]
     connecting, waiting = stats["connecting"], stats["waiting"]

@@ -153,8 +153,8 @@ def test_hooks_must_be_plain_functions() -> None:
     with pytest.raises(ConfigError, match="metrics"):
         AsyncPool("host=127.0.0.1 port=1", metrics=object())
     with pytest.raises(ConfigError, match="health"):
-        AsyncPool("host=127.0.0.1 port=1", health=0.9)  # type: ignore[arg-type]
+        AsyncPool("host=127.0.0.1 port=1", health=0.9)  # type: ignore[call-overload]
     with pytest.raises(ConfigError, match="alerts"):
-        AsyncPool("host=127.0.0.1 port=1", alerts={"waiting": 3})  # type: ignore[arg-type]
+        AsyncPool("host=127.0.0.1 port=1", alerts={"waiting": 3})  # type: ignore[call-overload]
     with pytest.raises(ConfigError, match="labels"):
         AsyncPool("host=127.0.0.1 port=1", labels={"a": 1})  # type: ignore[dict-item]

@@ -13,22 +13,31 @@ import dataclasses
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from time import monotonic
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Unpack, cast, overload
 
 from .._acompat import AOp, AStrFactory, aensure, asleep
 from .._batch import KeysetQuery
+from .._errormap import database_error
 from .._policy.health import DatabaseHealth
 from .._policy.retry import RetryPolicy
 from .._policy.routing import Route
 from .._policy.sqlstate import sqlstate_of, statement_did_not_run
 from .._querylog import QueryLog
+from .._typing import (
+    AsyncDatabaseHooks,
+    AsyncDatabaseKwargs,
+    ConnT,
+    DatabaseStats,
+    check_database_kwargs,
+)
 from ..config import DatabaseSettings
 from ..drivers import get_async_queries
 from ..drivers.base import ConnStatus
 from ..drivers.query import AsyncQueries, Isolation, Row, Rows
-from ..errors import CommitOutcomeUnknown, ConfigError, NoAvailableServer
+from ..errors import CommitOutcomeUnknown, ConfigError, DatabaseError, NoAvailableServer
 from ..facts import ServerFacts, read_facts_async, sizing_warnings, to_dollar
 from ..guard import Guard
 from ..metrics import Event as PoolEvent
@@ -45,6 +54,9 @@ from . import guarded
 from .batches import ProgressCallback, copy_in_chunks, executemany_in_chunks, keyset_pages
 from .pool import AsyncPool
 from .topology import AsyncTopology
+
+if TYPE_CHECKING:
+    from .._typing import AsyncpgConn, AsyncPsycopgConn
 
 __all__ = ["AsyncDatabase", "AsyncTransaction"]
 
@@ -66,7 +78,7 @@ def _isolation(value: Isolation | str | None) -> Isolation | None:
         ) from None
 
 
-class AsyncDatabase:
+class AsyncDatabase(Generic[ConnT]):
     """One logical database over an `AsyncPool`.
 
     ``conninfo`` is a URL or keyword DSN (or a callable returning one); the
@@ -81,7 +93,51 @@ class AsyncDatabase:
             n = await db.fetchval("SELECT count(*) FROM t")
             async with db.transaction(isolation="serializable") as tx:
                 await tx.execute("UPDATE t SET x = x + 1")
+
+    A keyword it does not take raises `ConfigError` naming it and the
+    setting meant; for type checkers the settings are typed
+    (`pgharbor.AsyncDatabaseKwargs`) and the database is generic in the
+    connection type ``driver`` lends (see `AsyncPool`).
     """
+
+    @overload
+    def __init__(
+        self: AsyncDatabase[AsyncPsycopgConn],
+        conninfo: str | AStrFactory = "",
+        *,
+        name: str | None = None,
+        driver: Literal["psycopg"] = "psycopg",
+        **options: Unpack[AsyncDatabaseKwargs],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: AsyncDatabase[AsyncpgConn],
+        conninfo: str | AStrFactory = "",
+        *,
+        name: str | None = None,
+        driver: Literal["asyncpg"],
+        **options: Unpack[AsyncDatabaseKwargs],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: AsyncDatabase[Any],
+        conninfo: str | AStrFactory = "",
+        *,
+        name: str | None = None,
+        driver: str,
+        **options: Unpack[AsyncDatabaseKwargs],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: AsyncDatabase[Any],
+        *,
+        name: str | None = None,
+        settings: DatabaseSettings,
+        **options: Unpack[AsyncDatabaseHooks],
+    ) -> None: ...
 
     def __init__(
         self,
@@ -91,6 +147,7 @@ class AsyncDatabase:
         settings: DatabaseSettings | None = None,
         **options: Any,
     ) -> None:
+        check_database_kwargs(type(self).__name__, options)
         # Settings pgharbor.config knows (endpoint, session, pool, driver,
         # minimum_version...) are validated there, in one place; the rest
         # (callbacks, kwargs=, backoff=...) go to the pool as they are.
@@ -183,7 +240,7 @@ class AsyncDatabase:
         )
 
     @property
-    def pool(self) -> AsyncPool:
+    def pool(self) -> AsyncPool[ConnT]:
         """The pool writes go to: the only one, or the current primary's.
 
         Raises:
@@ -197,7 +254,7 @@ class AsyncDatabase:
         database with a single endpoint: ``topology.single``)."""
         return self._topology
 
-    def _pool_for(self, route: Route | None) -> AsyncPool:
+    def _pool_for(self, route: Route | None) -> AsyncPool[ConnT]:
         return self._topology.pool_for(route or self._reads)
 
     def _elsewhere(self, pool: AsyncPool, route: Route | None = None) -> bool:
@@ -209,14 +266,16 @@ class AsyncDatabase:
             return False
 
     @classmethod
-    def from_settings(cls, settings: DatabaseSettings, name: str | None = None) -> AsyncDatabase:
+    def from_settings(
+        cls, settings: DatabaseSettings, name: str | None = None
+    ) -> AsyncDatabase[Any]:
         """A database from validated `pgharbor.config.DatabaseSettings`."""
         return cls(name=name, settings=settings)
 
     @classmethod
     def from_env(
         cls, name: str | None = None, env: Mapping[str, str] | None = None
-    ) -> AsyncDatabase:
+    ) -> AsyncDatabase[Any]:
         """A database from the environment: ``PGHARBOR_<NAME>__...`` variables,
         ``DATABASE_URL``, or the ``POSTGRES_HOST``/``POSTGRES_DB``/... ones
         (see `pgharbor.config`)."""
@@ -225,7 +284,7 @@ class AsyncDatabase:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self._topology!r}>"
 
-    async def __aenter__(self) -> AsyncDatabase:
+    async def __aenter__(self) -> AsyncDatabase[ConnT]:
         await self.open()
         return self
 
@@ -253,24 +312,26 @@ class AsyncDatabase:
         for pool in self._topology.pools():
             await pool.drain()
 
-    def connection(self, timeout: float | None = None, *, route: Route | None = "primary") -> Any:
+    def connection(
+        self, timeout: float | None = None, *, route: Route | None = "primary"
+    ) -> AbstractAsyncContextManager[ConnT]:
         """Lend a native connection for a block (the pool's `connection`);
         with replicas, from the node ``route`` chooses. Whatever session
         state the block leaves is reset when it comes back (see ``reset``)."""
         return self._pool_for(route).connection(timeout)
 
-    def stats(self) -> dict[str, int | float]:
+    def stats(self) -> DatabaseStats:
         """The stats of the pool writes go to (see `topology` for every node),
         and the database's statement counters: ``queries``, ``queries_failed``,
         ``queries_slow`` and ``query_ms`` (total time)."""
-        pool_stats: dict[str, int | float] = {}
+        queries = self._log.stats()
         try:
-            pool_stats = self.pool.stats()
+            return {**self.pool.stats(), **queries}
         except NoAvailableServer:
-            pass
-        return {**pool_stats, **self._log.stats()}
+            # No primary now: the counters alone (the pool keys are optional).
+            return cast(DatabaseStats, queries)
 
-    def pools(self) -> list[AsyncPool]:
+    def pools(self) -> list[AsyncPool[ConnT]]:
         """Every pool of this database: one, or one per node."""
         return self._topology.pools()
 
@@ -356,6 +417,10 @@ class AsyncDatabase:
         statements are read whole and cut.
 
         Raises:
+            DatabaseError: the server refused the statement (the subclass for
+                its SQLSTATE, e.g. `UniqueViolation`), or the connection was
+                lost under it (`ConnectionLost`): the same classes with every
+                driver (see `pgharbor.errors`). So do the other helpers.
             TimeoutError: the statement ran longer than ``timeout`` (cancelled).
             PoolTimeout: no connection within the pool's timeout.
         """
@@ -502,8 +567,14 @@ class AsyncDatabase:
                 atomic=atomic,
                 progress=progress,
             )
-        async with self.pool.connection(reset=False) as conn:
-            copied = await self._q.copy_records(conn, table, records, columns, schema, timeout)
+        pool = self.pool
+        try:
+            async with pool.connection(reset=False) as conn:
+                copied = await self._q.copy_records(conn, table, records, columns, schema, timeout)
+        except Exception as exc:
+            if (error := database_error(exc, pool.connector.is_disconnect)) is None:
+                raise
+            raise error from exc
         self._topology.note_write()
         return copied
 
@@ -561,7 +632,10 @@ class AsyncDatabase:
                     attempt, now - first_failure, exc, idempotent=idempotent, rand=random.random()
                 )
                 if delay is None:
-                    raise
+                    # pgharbor's class for a server error or a lost connection.
+                    if (error := database_error(exc, pool.connector.is_disconnect)) is None:
+                        raise
+                    raise error from exc
                 logger.info(
                     "database %r: statement failed (%s); attempt %d in %.3f s",
                     self.name,
@@ -583,7 +657,7 @@ class AsyncDatabase:
         deferrable: bool = False,
         timeout: float | None = None,
         route: Route | None = None,
-    ) -> AsyncTransaction:
+    ) -> AsyncTransaction[ConnT]:
         """A transaction on one connection: committed when the block ends,
         rolled back if it raises.
 
@@ -597,7 +671,7 @@ class AsyncDatabase:
 
     async def run_transaction(
         self,
-        fn: Callable[[AsyncTransaction], Any],
+        fn: Callable[[AsyncTransaction[ConnT]], Any],
         *,
         retries: int | None = None,
         isolation: Isolation | str | None = None,
@@ -765,8 +839,9 @@ class AsyncDatabase:
         return keyset_pages(self, keyset, route=route, timeout=timeout)
 
 
-class AsyncTransaction:
-    """A transaction on one pooled connection (see `AsyncDatabase.transaction`)."""
+class AsyncTransaction(Generic[ConnT]):
+    """A transaction on one pooled connection (see `AsyncDatabase.transaction`);
+    ``conn`` is that native connection, inside the block."""
 
     __slots__ = (
         "_db",
@@ -782,7 +857,7 @@ class AsyncTransaction:
 
     def __init__(
         self,
-        db: AsyncDatabase,
+        db: AsyncDatabase[ConnT],
         isolation: Isolation | None,
         read_only: bool,
         deferrable: bool,
@@ -791,15 +866,15 @@ class AsyncTransaction:
     ) -> None:
         self._db = db
         self._route = route
-        self._pool: AsyncPool | None = None
+        self._pool: AsyncPool[ConnT] | None = None
         self._lease: Any = None
         self._isolation = isolation
         self._read_only = read_only
         self._deferrable = deferrable
         self._timeout = timeout
-        self.conn: Any = None
+        self.conn: ConnT = cast(Any, None)
 
-    async def __aenter__(self) -> AsyncTransaction:
+    async def __aenter__(self) -> AsyncTransaction[ConnT]:
         pool = self._db._pool_for(self._route)
         self._pool = pool
         # The lease is held by this transaction: the connection goes back
@@ -808,9 +883,11 @@ class AsyncTransaction:
         conn = await lease.__aenter__()
         try:
             await self._db._q.begin(conn, self._isolation, self._read_only, self._deferrable)
-        except BaseException:
+        except BaseException as exc:
             await lease.__aexit__(None, None, None)
-            raise
+            if (error := database_error(exc, pool.connector.is_disconnect)) is None:
+                raise
+            raise error from exc
         self._lease = lease
         self.conn = conn
         return self
@@ -821,7 +898,7 @@ class AsyncTransaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn, self.conn = self.conn, None
+        conn, self.conn = self.conn, cast(Any, None)
         lease, self._lease = self._lease, None
         pool = self._pool
         assert pool is not None and lease is not None
@@ -854,7 +931,9 @@ class AsyncTransaction:
                         "COMMIT was in flight; the transaction may or may not have "
                         "been applied"
                     ) from commit_error
-                raise
+                if (error := database_error(commit_error, pool.connector.is_disconnect)) is None:
+                    raise
+                raise error from commit_error
         finally:
             await lease.__aexit__(None, None, None)
 
@@ -884,7 +963,12 @@ class AsyncTransaction:
         self, query: str, params_seq: Iterable[Any], *, timeout: float | None = None
     ) -> None:
         """Run a statement once per parameter set."""
-        await self._db._q.executemany(self.conn, query, params_seq, timeout)
+        try:
+            await self._db._q.executemany(self.conn, query, params_seq, timeout)
+        except Exception as exc:
+            if (error := self._ours(exc)) is None:
+                raise
+            raise error from exc
 
     async def copy_records(
         self,
@@ -896,7 +980,14 @@ class AsyncTransaction:
         timeout: float | None = None,
     ) -> int:
         """COPY ``records`` into ``table`` inside the transaction."""
-        return await self._db._q.copy_records(self.conn, table, records, columns, schema, timeout)
+        try:
+            return await self._db._q.copy_records(
+                self.conn, table, records, columns, schema, timeout
+            )
+        except Exception as exc:
+            if (error := self._ours(exc)) is None:
+                raise
+            raise error from exc
 
     async def _timed(self, op: AOp[T], query: str, params: Any, timeout: float | None) -> T:
         started = monotonic()
@@ -904,6 +995,13 @@ class AsyncTransaction:
             result = await op(self.conn, query, params, timeout)
         except Exception as exc:
             self._db._log.done(self._pool, query, params, started, error=exc)
-            raise
+            if (error := self._ours(exc)) is None:
+                raise
+            raise error from exc
         self._db._log.done(self._pool, query, params, started, result)
         return result
+
+    def _ours(self, exc: Exception) -> DatabaseError | None:
+        """pgharbor's error for ``exc`` (see `pgharbor.errors`), or None."""
+        assert self._pool is not None
+        return database_error(exc, self._pool.connector.is_disconnect)

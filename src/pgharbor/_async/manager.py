@@ -15,6 +15,7 @@ from typing import Any
 
 from .._acompat import arun_all
 from .._policy.health import DatabaseHealth
+from .._typing import DatabaseStats
 from ..checks import CheckReport, DatabaseCheck
 from ..errors import ConfigError
 from ..metrics import Event as PoolEvent
@@ -156,7 +157,7 @@ class AsyncDatabaseManager:
         """Replace every connection of every database gracefully."""
         await arun_all(*(db.drain for db in self._dbs.values()))
 
-    def stats(self) -> dict[str, dict[str, int | float]]:
+    def stats(self) -> dict[str, DatabaseStats]:
         """Each database's pool stats, by name."""
         return {name: db.stats() for name, db in self._dbs.items()}
 

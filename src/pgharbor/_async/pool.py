@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from time import monotonic
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Literal, Unpack, cast, overload
 
 from .._acompat import (
     ADeadlines,
@@ -56,6 +56,7 @@ from .._policy.breaker import Breaker, BreakerOptions
 from .._policy.health import Alerts, HealthReport, HealthThresholds
 from .._policy.options import DEFAULTS, PoolOptions, timeout_arg
 from .._policy.pool import CHECK, DISCARD, OK, PoolState, Slot
+from .._typing import AsyncPoolKwargs, ConnT, PoolStats
 from ..drivers.base import AsyncDriver
 from ..errors import (
     ConfigError,
@@ -71,6 +72,9 @@ from .housekeeping import AsyncHousekeeper
 
 if True:  # ASYNC
     import asyncio
+
+if TYPE_CHECKING:
+    from .._typing import AsyncpgConn, AsyncPsycopgConn
 
 __all__ = ["AsyncPool"]
 
@@ -91,8 +95,8 @@ _GIVE_UP = frozenset({"network", "dns", "tls", "auth", "database-missing"})
 _ENDED_WHILE_IDLE = "the server closed the connection before it was lent"
 
 
-class AsyncPool:
-    """A pool of native driver connections.
+class AsyncPool(Generic[ConnT]):
+    """A pool of native driver connections (of type ``ConnT``).
 
     ``conninfo`` is a URL or keyword DSN, or a callable (sync or async) that
     returns one at every connection attempt, for credential rotation; so may
@@ -115,7 +119,49 @@ class AsyncPool:
         async with AsyncPool(url, max_size=10, name="main") as pool:
             async with pool.connection() as conn:
                 await conn.execute("SELECT 1")
+
+    For type checkers the pool is generic in its connection type, chosen by
+    ``driver``: ``AsyncPool(url)`` lends ``psycopg.AsyncConnection[tuple[Any,
+    ...]]``, ``AsyncPool(url, driver="asyncpg")`` ``asyncpg.Connection``; an
+    adapter object, the type its ``connect`` returns; a driver name that is
+    not a literal, ``Any``.
     """
+
+    @overload
+    def __init__(
+        self: AsyncPool[AsyncPsycopgConn],
+        conninfo: Conninfo = "",
+        *,
+        driver: Literal["psycopg"] = "psycopg",
+        **settings: Unpack[AsyncPoolKwargs],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: AsyncPool[AsyncpgConn],
+        conninfo: Conninfo = "",
+        *,
+        driver: Literal["asyncpg"],
+        **settings: Unpack[AsyncPoolKwargs],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: AsyncPool[ConnT],
+        conninfo: Conninfo = "",
+        *,
+        driver: AsyncDriver[ConnT],
+        **settings: Unpack[AsyncPoolKwargs],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: AsyncPool[Any],
+        conninfo: Conninfo = "",
+        *,
+        driver: str,
+        **settings: Unpack[AsyncPoolKwargs],
+    ) -> None: ...
 
     def __init__(
         self,
@@ -265,7 +311,7 @@ class AsyncPool:
             source=self,
         )
 
-    async def __aenter__(self) -> AsyncPool:
+    async def __aenter__(self) -> AsyncPool[ConnT]:
         await self.open(wait=True)
         return self
 
@@ -366,7 +412,9 @@ class AsyncPool:
             )
         self.observation.stop()
 
-    def connection(self, timeout: float | None = None, *, reset: bool = True) -> _ConnectionContext:
+    def connection(
+        self, timeout: float | None = None, *, reset: bool = True
+    ) -> _ConnectionContext[ConnT]:
         """Context manager lending a connection: ``async with pool.connection() as conn``.
 
         On exit the connection goes back to the pool: cleaned as the pool's
@@ -390,7 +438,7 @@ class AsyncPool:
             timeout = timeout_arg(timeout)
         return _ConnectionContext(self, timeout, reset)
 
-    async def acquire(self, timeout: float | None = None) -> Any:
+    async def acquire(self, timeout: float | None = None) -> ConnT:
         """Take a connection; every `acquire` needs a matching `release`.
 
         Prefer `connection`, which cannot forget to give it back, nor give it
@@ -400,9 +448,10 @@ class AsyncPool:
             timeout = timeout_arg(timeout)
         slot = await self._lend(timeout)
         slot.owner = _holder()
-        return slot.conn
+        conn: ConnT = slot.conn
+        return conn
 
-    async def release(self, conn: Any) -> None:
+    async def release(self, conn: ConnT) -> None:
         """Give back a connection taken with `acquire`.
 
         A connection may be released by another task (thread, in `Pool`)
@@ -434,7 +483,7 @@ class AsyncPool:
         """Where connections go, ``host:port/dbname as user`` — never a secret."""
         return self.connector.target
 
-    def stats(self) -> dict[str, int | float]:
+    def stats(self) -> PoolStats:
         """Sizes and counters: ``size``, ``idle``, ``in_use``, ``connecting``,
         ``waiting``, ``min_size``, ``max_size``, ``target_size``, ``acquired``,
         ``waited``, ``wait_ms``, ``wait_p50_ms``, ``wait_p99_ms``,
@@ -447,7 +496,7 @@ class AsyncPool:
         with self._lock:
             stats = self._state.stats()
         if self._keeper.autoscaler is not None:
-            stats.update(self._keeper.autoscaler.stats())
+            stats.update(cast("PoolStats", self._keeper.autoscaler.stats()))
         return stats
 
     @property
@@ -922,7 +971,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_mark_forked)
 
 
-class _ConnectionContext:
+class _ConnectionContext(Generic[ConnT]):
     """What `AsyncPool.connection` returns (a class, not a generator: cheaper).
 
     It holds its lease: the connection goes back exactly once, at exit.
@@ -931,19 +980,20 @@ class _ConnectionContext:
 
     __slots__ = ("_pool", "_raw", "_slot", "_timeout")
 
-    def __init__(self, pool: AsyncPool, timeout: float | None, raw: bool) -> None:
+    def __init__(self, pool: AsyncPool[ConnT], timeout: float | None, raw: bool) -> None:
         self._pool = pool
         self._timeout = timeout
         self._raw = raw
         self._slot: Slot | None = None
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> ConnT:
         pool = self._pool
         slot: Slot | None = None
         if True:  # ASYNC
             if pool._thread != _get_ident():  # another loop's thread, or not open
                 self._slot = await pool._acquire_slow(None, self._timeout)
-                return self._slot.conn
+                conn: ConnT = self._slot.conn
+                return conn
         # With callers queued there is no idle connection to take (they would
         # have it): join the queue at once (enqueue hands over one if there is).
         if not pool._slow and not pool._state.waiters:
@@ -954,7 +1004,8 @@ class _ConnectionContext:
         elif pool.observation.observer is not None:
             pool.observation.observer.acquired(slot.conn, 0.0)
         self._slot = slot
-        return slot.conn
+        lent: ConnT = slot.conn
+        return lent
 
     async def __aexit__(
         self,

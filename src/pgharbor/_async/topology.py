@@ -46,7 +46,14 @@ from .._policy.validate import MAX_TIMEOUT, seconds
 from ..drivers import get_async_queries
 from ..drivers.base import ConnStatus
 from ..drivers.query import AsyncQueries
-from ..errors import ConfigError, ConnectionFailed, NoAvailableServer, PoolClosed, PoolError
+from ..errors import (
+    ConfigError,
+    ConnectionFailed,
+    ConnectionLost,
+    NoAvailableServer,
+    PoolClosed,
+    PoolError,
+)
 from .pool import AsyncPool
 
 __all__ = ["PROBE_SQL", "AsyncTopology"]
@@ -551,6 +558,8 @@ def _error_kind(pool: AsyncPool, exc: BaseException) -> str | None:
         return "timeout"
     if isinstance(exc, TimeoutError):
         return "timeout"
+    if isinstance(exc, ConnectionLost):  # Database's, caused by the driver's
+        return "disconnect"
     if pool.connector.is_disconnect(exc) or is_disconnect_message(str(exc)):
         return "disconnect"
     return None

@@ -14,7 +14,7 @@ path, even with threads.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -178,8 +178,8 @@ def summarize(
     workers: int,
     recorders: list[Recorder],
     seconds: float,
-    stats_before: dict[str, int | float],
-    stats_after: dict[str, int | float],
+    stats_before: Mapping[str, Any],
+    stats_after: Mapping[str, Any],
     secrets: Iterable[str] = (),
 ) -> StepResult:
     """Merge the workers' recorders into one `StepResult`.

@@ -14,10 +14,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ..errors import ConfigError
 from .validate import seconds as _valid_seconds
+
+if TYPE_CHECKING:
+    from .._typing import QueryStats
 
 __all__ = [
     "KINDS",
@@ -303,7 +306,7 @@ class DatabaseHealth:
     healthy: bool
     reasons: tuple[str, ...]
     endpoints: tuple[HealthReport, ...]
-    queries: dict[str, int | float]
+    queries: QueryStats
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

@@ -30,11 +30,14 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import CircuitOpen, PoolClosed, TooManyRequests
 from .breaker import Breaker
 from .options import PoolOptions
+
+if TYPE_CHECKING:
+    from .._typing import PoolStats
 
 __all__ = ["CHECK", "DISCARD", "OK", "Io", "PoolState", "Slot"]
 
@@ -818,7 +821,7 @@ class PoolState:
         """The slot of a connection this pool lent out, or None."""
         return self.slots.get(id(conn))
 
-    def stats(self) -> dict[str, int | float]:
+    def stats(self) -> PoolStats:
         """A snapshot of sizes and counters (times in milliseconds)."""
         p50, p99 = self.wait_quantiles(0.5, 0.99)
         return {

@@ -15,22 +15,31 @@ import dataclasses
 import logging
 import random
 from collections.abc import Iterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from time import monotonic
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Unpack, cast, overload
 
 from .._acompat import Op, StrFactory, ensure, sleep
 from .._batch import KeysetQuery
+from .._errormap import database_error
 from .._policy.health import DatabaseHealth
 from .._policy.retry import RetryPolicy
 from .._policy.routing import Route
 from .._policy.sqlstate import sqlstate_of, statement_did_not_run
 from .._querylog import QueryLog
+from .._typing import (
+    DatabaseHooks,
+    DatabaseKwargs,
+    ConnT,
+    DatabaseStats,
+    check_database_kwargs,
+)
 from ..config import DatabaseSettings
 from ..drivers import get_queries
 from ..drivers.base import ConnStatus
 from ..drivers.query import Queries, Isolation, Row, Rows
-from ..errors import CommitOutcomeUnknown, ConfigError, NoAvailableServer
+from ..errors import CommitOutcomeUnknown, ConfigError, DatabaseError, NoAvailableServer
 from ..facts import ServerFacts, read_facts_sync, sizing_warnings, to_dollar
 from ..guard import Guard
 from ..metrics import Event as PoolEvent
@@ -47,6 +56,9 @@ from . import guarded
 from .batches import ProgressCallback, copy_in_chunks, executemany_in_chunks, keyset_pages
 from .pool import Pool
 from .topology import Topology
+
+if TYPE_CHECKING:
+    from .._typing import Psycopg2Conn, PsycopgConn
 
 __all__ = ["Database", "Transaction"]
 
@@ -68,7 +80,7 @@ def _isolation(value: Isolation | str | None) -> Isolation | None:
         ) from None
 
 
-class Database:
+class Database(Generic[ConnT]):
     """One logical database over an `Pool`.
 
     ``conninfo`` is a URL or keyword DSN (or a callable returning one); the
@@ -83,7 +95,51 @@ class Database:
             n = db.fetchval("SELECT count(*) FROM t")
             with db.transaction(isolation="serializable") as tx:
                 tx.execute("UPDATE t SET x = x + 1")
+
+    A keyword it does not take raises `ConfigError` naming it and the
+    setting meant; for type checkers the settings are typed
+    (`pgharbor.DatabaseKwargs`) and the database is generic in the
+    connection type ``driver`` lends (see `Pool`).
     """
+
+    @overload
+    def __init__(
+        self: Database[PsycopgConn],
+        conninfo: str | StrFactory = "",
+        *,
+        name: str | None = None,
+        driver: Literal["psycopg"] = "psycopg",
+        **options: Unpack[DatabaseKwargs],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Database[Psycopg2Conn],
+        conninfo: str | StrFactory = "",
+        *,
+        name: str | None = None,
+        driver: Literal["psycopg2"],
+        **options: Unpack[DatabaseKwargs],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Database[Any],
+        conninfo: str | StrFactory = "",
+        *,
+        name: str | None = None,
+        driver: str,
+        **options: Unpack[DatabaseKwargs],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Database[Any],
+        *,
+        name: str | None = None,
+        settings: DatabaseSettings,
+        **options: Unpack[DatabaseHooks],
+    ) -> None: ...
 
     def __init__(
         self,
@@ -93,6 +149,7 @@ class Database:
         settings: DatabaseSettings | None = None,
         **options: Any,
     ) -> None:
+        check_database_kwargs(type(self).__name__, options)
         # Settings pgharbor.config knows (endpoint, session, pool, driver,
         # minimum_version...) are validated there, in one place; the rest
         # (callbacks, kwargs=, backoff=...) go to the pool as they are.
@@ -185,7 +242,7 @@ class Database:
         )
 
     @property
-    def pool(self) -> Pool:
+    def pool(self) -> Pool[ConnT]:
         """The pool writes go to: the only one, or the current primary's.
 
         Raises:
@@ -199,7 +256,7 @@ class Database:
         database with a single endpoint: ``topology.single``)."""
         return self._topology
 
-    def _pool_for(self, route: Route | None) -> Pool:
+    def _pool_for(self, route: Route | None) -> Pool[ConnT]:
         return self._topology.pool_for(route or self._reads)
 
     def _elsewhere(self, pool: Pool, route: Route | None = None) -> bool:
@@ -211,14 +268,16 @@ class Database:
             return False
 
     @classmethod
-    def from_settings(cls, settings: DatabaseSettings, name: str | None = None) -> Database:
+    def from_settings(
+        cls, settings: DatabaseSettings, name: str | None = None
+    ) -> Database[Any]:
         """A database from validated `pgharbor.config.DatabaseSettings`."""
         return cls(name=name, settings=settings)
 
     @classmethod
     def from_env(
         cls, name: str | None = None, env: Mapping[str, str] | None = None
-    ) -> Database:
+    ) -> Database[Any]:
         """A database from the environment: ``PGHARBOR_<NAME>__...`` variables,
         ``DATABASE_URL``, or the ``POSTGRES_HOST``/``POSTGRES_DB``/... ones
         (see `pgharbor.config`)."""
@@ -227,7 +286,7 @@ class Database:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self._topology!r}>"
 
-    def __enter__(self) -> Database:
+    def __enter__(self) -> Database[ConnT]:
         self.open()
         return self
 
@@ -255,24 +314,26 @@ class Database:
         for pool in self._topology.pools():
             pool.drain()
 
-    def connection(self, timeout: float | None = None, *, route: Route | None = "primary") -> Any:
+    def connection(
+        self, timeout: float | None = None, *, route: Route | None = "primary"
+    ) -> AbstractContextManager[ConnT]:
         """Lend a native connection for a block (the pool's `connection`);
         with replicas, from the node ``route`` chooses. Whatever session
         state the block leaves is reset when it comes back (see ``reset``)."""
         return self._pool_for(route).connection(timeout)
 
-    def stats(self) -> dict[str, int | float]:
+    def stats(self) -> DatabaseStats:
         """The stats of the pool writes go to (see `topology` for every node),
         and the database's statement counters: ``queries``, ``queries_failed``,
         ``queries_slow`` and ``query_ms`` (total time)."""
-        pool_stats: dict[str, int | float] = {}
+        queries = self._log.stats()
         try:
-            pool_stats = self.pool.stats()
+            return {**self.pool.stats(), **queries}
         except NoAvailableServer:
-            pass
-        return {**pool_stats, **self._log.stats()}
+            # No primary now: the counters alone (the pool keys are optional).
+            return cast(DatabaseStats, queries)
 
-    def pools(self) -> list[Pool]:
+    def pools(self) -> list[Pool[ConnT]]:
         """Every pool of this database: one, or one per node."""
         return self._topology.pools()
 
@@ -358,6 +419,10 @@ class Database:
         statements are read whole and cut.
 
         Raises:
+            DatabaseError: the server refused the statement (the subclass for
+                its SQLSTATE, e.g. `UniqueViolation`), or the connection was
+                lost under it (`ConnectionLost`): the same classes with every
+                driver (see `pgharbor.errors`). So do the other helpers.
             TimeoutError: the statement ran longer than ``timeout`` (cancelled).
             PoolTimeout: no connection within the pool's timeout.
         """
@@ -504,8 +569,14 @@ class Database:
                 atomic=atomic,
                 progress=progress,
             )
-        with self.pool.connection(reset=False) as conn:
-            copied = self._q.copy_records(conn, table, records, columns, schema, timeout)
+        pool = self.pool
+        try:
+            with pool.connection(reset=False) as conn:
+                copied = self._q.copy_records(conn, table, records, columns, schema, timeout)
+        except Exception as exc:
+            if (error := database_error(exc, pool.connector.is_disconnect)) is None:
+                raise
+            raise error from exc
         self._topology.note_write()
         return copied
 
@@ -563,7 +634,10 @@ class Database:
                     attempt, now - first_failure, exc, idempotent=idempotent, rand=random.random()
                 )
                 if delay is None:
-                    raise
+                    # pgharbor's class for a server error or a lost connection.
+                    if (error := database_error(exc, pool.connector.is_disconnect)) is None:
+                        raise
+                    raise error from exc
                 logger.info(
                     "database %r: statement failed (%s); attempt %d in %.3f s",
                     self.name,
@@ -585,7 +659,7 @@ class Database:
         deferrable: bool = False,
         timeout: float | None = None,
         route: Route | None = None,
-    ) -> Transaction:
+    ) -> Transaction[ConnT]:
         """A transaction on one connection: committed when the block ends,
         rolled back if it raises.
 
@@ -599,7 +673,7 @@ class Database:
 
     def run_transaction(
         self,
-        fn: Callable[[Transaction], Any],
+        fn: Callable[[Transaction[ConnT]], Any],
         *,
         retries: int | None = None,
         isolation: Isolation | str | None = None,
@@ -767,8 +841,9 @@ class Database:
         return keyset_pages(self, keyset, route=route, timeout=timeout)
 
 
-class Transaction:
-    """A transaction on one pooled connection (see `Database.transaction`)."""
+class Transaction(Generic[ConnT]):
+    """A transaction on one pooled connection (see `Database.transaction`);
+    ``conn`` is that native connection, inside the block."""
 
     __slots__ = (
         "_db",
@@ -784,7 +859,7 @@ class Transaction:
 
     def __init__(
         self,
-        db: Database,
+        db: Database[ConnT],
         isolation: Isolation | None,
         read_only: bool,
         deferrable: bool,
@@ -793,15 +868,15 @@ class Transaction:
     ) -> None:
         self._db = db
         self._route = route
-        self._pool: Pool | None = None
+        self._pool: Pool[ConnT] | None = None
         self._lease: Any = None
         self._isolation = isolation
         self._read_only = read_only
         self._deferrable = deferrable
         self._timeout = timeout
-        self.conn: Any = None
+        self.conn: ConnT = cast(Any, None)
 
-    def __enter__(self) -> Transaction:
+    def __enter__(self) -> Transaction[ConnT]:
         pool = self._db._pool_for(self._route)
         self._pool = pool
         # The lease is held by this transaction: the connection goes back
@@ -810,9 +885,11 @@ class Transaction:
         conn = lease.__enter__()
         try:
             self._db._q.begin(conn, self._isolation, self._read_only, self._deferrable)
-        except BaseException:
+        except BaseException as exc:
             lease.__exit__(None, None, None)
-            raise
+            if (error := database_error(exc, pool.connector.is_disconnect)) is None:
+                raise
+            raise error from exc
         self._lease = lease
         self.conn = conn
         return self
@@ -823,7 +900,7 @@ class Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn, self.conn = self.conn, None
+        conn, self.conn = self.conn, cast(Any, None)
         lease, self._lease = self._lease, None
         pool = self._pool
         assert pool is not None and lease is not None
@@ -856,7 +933,9 @@ class Transaction:
                         "COMMIT was in flight; the transaction may or may not have "
                         "been applied"
                     ) from commit_error
-                raise
+                if (error := database_error(commit_error, pool.connector.is_disconnect)) is None:
+                    raise
+                raise error from commit_error
         finally:
             lease.__exit__(None, None, None)
 
@@ -886,7 +965,12 @@ class Transaction:
         self, query: str, params_seq: Iterable[Any], *, timeout: float | None = None
     ) -> None:
         """Run a statement once per parameter set."""
-        self._db._q.executemany(self.conn, query, params_seq, timeout)
+        try:
+            self._db._q.executemany(self.conn, query, params_seq, timeout)
+        except Exception as exc:
+            if (error := self._ours(exc)) is None:
+                raise
+            raise error from exc
 
     def copy_records(
         self,
@@ -898,7 +982,14 @@ class Transaction:
         timeout: float | None = None,
     ) -> int:
         """COPY ``records`` into ``table`` inside the transaction."""
-        return self._db._q.copy_records(self.conn, table, records, columns, schema, timeout)
+        try:
+            return self._db._q.copy_records(
+                self.conn, table, records, columns, schema, timeout
+            )
+        except Exception as exc:
+            if (error := self._ours(exc)) is None:
+                raise
+            raise error from exc
 
     def _timed(self, op: Op[T], query: str, params: Any, timeout: float | None) -> T:
         started = monotonic()
@@ -906,6 +997,13 @@ class Transaction:
             result = op(self.conn, query, params, timeout)
         except Exception as exc:
             self._db._log.done(self._pool, query, params, started, error=exc)
-            raise
+            if (error := self._ours(exc)) is None:
+                raise
+            raise error from exc
         self._db._log.done(self._pool, query, params, started, result)
         return result
+
+    def _ours(self, exc: Exception) -> DatabaseError | None:
+        """pgharbor's error for ``exc`` (see `pgharbor.errors`), or None."""
+        assert self._pool is not None
+        return database_error(exc, self._pool.connector.is_disconnect)

@@ -17,6 +17,7 @@ from typing import Any
 
 from .._acompat import run_all
 from .._policy.health import DatabaseHealth
+from .._typing import DatabaseStats
 from ..checks import CheckReport, DatabaseCheck
 from ..errors import ConfigError
 from ..metrics import Event as PoolEvent
@@ -158,7 +159,7 @@ class DatabaseManager:
         """Replace every connection of every database gracefully."""
         run_all(*(db.drain for db in self._dbs.values()))
 
-    def stats(self) -> dict[str, dict[str, int | float]]:
+    def stats(self) -> dict[str, DatabaseStats]:
         """Each database's pool stats, by name."""
         return {name: db.stats() for name, db in self._dbs.items()}
 

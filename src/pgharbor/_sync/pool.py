@@ -41,7 +41,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from time import monotonic
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Literal, Unpack, cast, overload
 
 from .._acompat import (
     Deadlines,
@@ -58,6 +58,7 @@ from .._policy.breaker import Breaker, BreakerOptions
 from .._policy.health import Alerts, HealthReport, HealthThresholds
 from .._policy.options import DEFAULTS, PoolOptions, timeout_arg
 from .._policy.pool import CHECK, DISCARD, OK, PoolState, Slot
+from .._typing import PoolKwargs, ConnT, PoolStats
 from ..drivers.base import Driver
 from ..errors import (
     ConfigError,
@@ -73,6 +74,9 @@ from .housekeeping import Housekeeper
 
 if False:  # ASYNC
     import asyncio
+
+if TYPE_CHECKING:
+    from .._typing import Psycopg2Conn, PsycopgConn
 
 __all__ = ["Pool"]
 
@@ -93,8 +97,8 @@ _GIVE_UP = frozenset({"network", "dns", "tls", "auth", "database-missing"})
 _ENDED_WHILE_IDLE = "the server closed the connection before it was lent"
 
 
-class Pool:
-    """A pool of native driver connections.
+class Pool(Generic[ConnT]):
+    """A pool of native driver connections (of type ``ConnT``).
 
     ``conninfo`` is a URL or keyword DSN, or a callable (sync or async) that
     returns one at every connection attempt, for credential rotation; so may
@@ -117,7 +121,49 @@ class Pool:
         with Pool(url, max_size=10, name="main") as pool:
             with pool.connection() as conn:
                 conn.execute("SELECT 1")
+
+    For type checkers the pool is generic in its connection type, chosen by
+    ``driver``: ``Pool(url)`` lends ``psycopg.AsyncConnection[tuple[Any,
+    ...]]``, ``Pool(url, driver="asyncpg")`` ``asyncpg.Connection``; an
+    adapter object, the type its ``connect`` returns; a driver name that is
+    not a literal, ``Any``.
     """
+
+    @overload
+    def __init__(
+        self: Pool[PsycopgConn],
+        conninfo: Conninfo = "",
+        *,
+        driver: Literal["psycopg"] = "psycopg",
+        **settings: Unpack[PoolKwargs],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Pool[Psycopg2Conn],
+        conninfo: Conninfo = "",
+        *,
+        driver: Literal["psycopg2"],
+        **settings: Unpack[PoolKwargs],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Pool[ConnT],
+        conninfo: Conninfo = "",
+        *,
+        driver: Driver[ConnT],
+        **settings: Unpack[PoolKwargs],
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Pool[Any],
+        conninfo: Conninfo = "",
+        *,
+        driver: str,
+        **settings: Unpack[PoolKwargs],
+    ) -> None: ...
 
     def __init__(
         self,
@@ -267,7 +313,7 @@ class Pool:
             source=self,
         )
 
-    def __enter__(self) -> Pool:
+    def __enter__(self) -> Pool[ConnT]:
         self.open(wait=True)
         return self
 
@@ -368,7 +414,9 @@ class Pool:
             )
         self.observation.stop()
 
-    def connection(self, timeout: float | None = None, *, reset: bool = True) -> _ConnectionContext:
+    def connection(
+        self, timeout: float | None = None, *, reset: bool = True
+    ) -> _ConnectionContext[ConnT]:
         """Context manager lending a connection: ``with pool.connection() as conn``.
 
         On exit the connection goes back to the pool: cleaned as the pool's
@@ -392,7 +440,7 @@ class Pool:
             timeout = timeout_arg(timeout)
         return _ConnectionContext(self, timeout, reset)
 
-    def acquire(self, timeout: float | None = None) -> Any:
+    def acquire(self, timeout: float | None = None) -> ConnT:
         """Take a connection; every `acquire` needs a matching `release`.
 
         Prefer `connection`, which cannot forget to give it back, nor give it
@@ -402,9 +450,10 @@ class Pool:
             timeout = timeout_arg(timeout)
         slot = self._lend(timeout)
         slot.owner = _holder()
-        return slot.conn
+        conn: ConnT = slot.conn
+        return conn
 
-    def release(self, conn: Any) -> None:
+    def release(self, conn: ConnT) -> None:
         """Give back a connection taken with `acquire`.
 
         A connection may be released by another task (thread, in `Pool`)
@@ -436,7 +485,7 @@ class Pool:
         """Where connections go, ``host:port/dbname as user`` — never a secret."""
         return self.connector.target
 
-    def stats(self) -> dict[str, int | float]:
+    def stats(self) -> PoolStats:
         """Sizes and counters: ``size``, ``idle``, ``in_use``, ``connecting``,
         ``waiting``, ``min_size``, ``max_size``, ``target_size``, ``acquired``,
         ``waited``, ``wait_ms``, ``wait_p50_ms``, ``wait_p99_ms``,
@@ -449,7 +498,7 @@ class Pool:
         with self._lock:
             stats = self._state.stats()
         if self._keeper.autoscaler is not None:
-            stats.update(self._keeper.autoscaler.stats())
+            stats.update(cast("PoolStats", self._keeper.autoscaler.stats()))
         return stats
 
     @property
@@ -924,7 +973,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_mark_forked)
 
 
-class _ConnectionContext:
+class _ConnectionContext(Generic[ConnT]):
     """What `Pool.connection` returns (a class, not a generator: cheaper).
 
     It holds its lease: the connection goes back exactly once, at exit.
@@ -933,19 +982,20 @@ class _ConnectionContext:
 
     __slots__ = ("_pool", "_raw", "_slot", "_timeout")
 
-    def __init__(self, pool: Pool, timeout: float | None, raw: bool) -> None:
+    def __init__(self, pool: Pool[ConnT], timeout: float | None, raw: bool) -> None:
         self._pool = pool
         self._timeout = timeout
         self._raw = raw
         self._slot: Slot | None = None
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> ConnT:
         pool = self._pool
         slot: Slot | None = None
         if False:  # ASYNC
             if pool._thread != _get_ident():  # another loop's thread, or not open
                 self._slot = pool._acquire_slow(None, self._timeout)
-                return self._slot.conn
+                conn: ConnT = self._slot.conn
+                return conn
         # With callers queued there is no idle connection to take (they would
         # have it): join the queue at once (enqueue hands over one if there is).
         if not pool._slow and not pool._state.waiters:
@@ -956,7 +1006,8 @@ class _ConnectionContext:
         elif pool.observation.observer is not None:
             pool.observation.observer.acquired(slot.conn, 0.0)
         self._slot = slot
-        return slot.conn
+        lent: ConnT = slot.conn
+        return lent
 
     def __exit__(
         self,

@@ -48,7 +48,14 @@ from .._policy.validate import MAX_TIMEOUT, seconds
 from ..drivers import get_queries
 from ..drivers.base import ConnStatus
 from ..drivers.query import Queries
-from ..errors import ConfigError, ConnectionFailed, NoAvailableServer, PoolClosed, PoolError
+from ..errors import (
+    ConfigError,
+    ConnectionFailed,
+    ConnectionLost,
+    NoAvailableServer,
+    PoolClosed,
+    PoolError,
+)
 from .pool import Pool
 
 __all__ = ["PROBE_SQL", "Topology"]
@@ -553,6 +560,8 @@ def _error_kind(pool: Pool, exc: BaseException) -> str | None:
         return "timeout"
     if isinstance(exc, TimeoutError):
         return "timeout"
+    if isinstance(exc, ConnectionLost):  # Database's, caused by the driver's
+        return "disconnect"
     if pool.connector.is_disconnect(exc) or is_disconnect_message(str(exc)):
         return "disconnect"
     return None

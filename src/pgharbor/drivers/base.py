@@ -15,7 +15,12 @@ import enum
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
+from typing_extensions import TypeVar
+
 __all__ = ["AsyncDriver", "ConnStatus", "Driver"]
+
+#: The native connection an adapter's ``connect`` returns (Any unless it says).
+C_co = TypeVar("C_co", covariant=True, default=Any)
 
 
 class ConnStatus(enum.Enum):
@@ -28,12 +33,14 @@ class ConnStatus(enum.Enum):
     BROKEN = "broken"  # closed or lost: discard
 
 
-class AsyncDriver(Protocol):
-    """Adapter over an asyncio driver (psycopg async, asyncpg)."""
+class AsyncDriver(Protocol[C_co]):
+    """Adapter over an asyncio driver (psycopg async, asyncpg), generic in the
+    connection type its ``connect`` returns (a pool given the adapter lends
+    that type)."""
 
     name: ClassVar[str]
 
-    async def connect(self, params: dict[str, Any], timeout: float) -> Any:
+    async def connect(self, params: dict[str, Any], timeout: float) -> C_co:
         """Open a connection in autocommit mode, bounded by ``timeout`` seconds.
 
         ``params`` are libpq keyword parameters (as from
@@ -119,13 +126,13 @@ class AsyncDriver(Protocol):
         ...
 
 
-class Driver(Protocol):
+class Driver(Protocol[C_co]):
     """Adapter over a blocking driver (psycopg, psycopg2). Same methods as
     :class:`AsyncDriver`, without ``async``."""
 
     name: ClassVar[str]
 
-    def connect(self, params: dict[str, Any], timeout: float) -> Any: ...
+    def connect(self, params: dict[str, Any], timeout: float) -> C_co: ...
 
     def ping(self, conn: Any, timeout: float) -> None: ...
 

@@ -269,7 +269,7 @@ async def settle(client: Client, timeout: float = 5.0) -> dict[str, Any]:
     await pool.check()
     deadline = monotonic() + timeout
     while True:
-        stats = pool.stats()
+        stats: dict[str, Any] = dict(pool.stats())
         quiet = stats["connecting"] == 0 and stats["in_use"] == 0
         if (quiet and stats["size"] >= stats["min_size"]) or monotonic() > deadline:
             return stats

@@ -218,7 +218,7 @@ async def test_database_guard_setting_is_the_default(
         wide = await db.run_guarded("SELECT generate_series(1, 10)", guard=Guard(max_rows=None))
         assert len(wide) == 10 and not wide.truncated
     with pytest.raises(ConfigError) as info:
-        AsyncDatabase(pg_database.conninfo(), driver=driver, guard=5)
+        AsyncDatabase(pg_database.conninfo(), driver=driver, guard=5)  # type: ignore[call-overload]
     assert info.value.field == "guard"
     with pytest.raises(ConfigError):
         await AsyncDatabase(pg_database.conninfo(), driver=driver).run_guarded(

@@ -608,4 +608,4 @@ async def test_bad_settings_fail_at_construction() -> None:
         AsyncPool("postgresql://user:SECRET@[::1/db")
     assert "SECRET" not in str(info.value)
     with pytest.raises(ConfigError, match="configure"):
-        AsyncPool("", configure=42)  # type: ignore[arg-type]
+        AsyncPool("", configure=42)  # type: ignore[call-overload]

@@ -220,7 +220,7 @@ def test_database_guard_setting_is_the_default(
         wide = db.run_guarded("SELECT generate_series(1, 10)", guard=Guard(max_rows=None))
         assert len(wide) == 10 and not wide.truncated
     with pytest.raises(ConfigError) as info:
-        Database(pg_database.conninfo(), driver=driver, guard=5)
+        Database(pg_database.conninfo(), driver=driver, guard=5)  # type: ignore[call-overload]
     assert info.value.field == "guard"
     with pytest.raises(ConfigError):
         Database(pg_database.conninfo(), driver=driver).run_guarded(

@@ -610,4 +610,4 @@ def test_bad_settings_fail_at_construction() -> None:
         Pool("postgresql://user:SECRET@[::1/db")
     assert "SECRET" not in str(info.value)
     with pytest.raises(ConfigError, match="configure"):
-        Pool("", configure=42)  # type: ignore[arg-type]
+        Pool("", configure=42)  # type: ignore[call-overload]
