@@ -30,7 +30,13 @@ from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
 #: Repository files (globs) that join the site under their own paths.
-OUTSIDE = ("CHANGELOG.md", "benchmarks/README.md", "benchmarks/RESULTS.md", "examples/*.py")
+OUTSIDE = (
+    "CHANGELOG.md",
+    "benchmarks/README.md",
+    "benchmarks/RESULTS.md",
+    "benchmarks/*.png",
+    "examples/*.py",
+)
 
 #: Reference pages: (page, title, introduction, names of ``pgharbor.__all__``,
 #: modules documented whole — their docstring, then every name of their ``__all__``).
