@@ -8,7 +8,8 @@ overran its budget, and every error by fault and by class.
 
 Error classes are what docs/pool.md and docs/database.md say a caller may
 see: pgharbor's pool conditions (`PoolTimeout`, `CircuitOpen`,
-`TooManyRequests`), `CommitOutcomeUnknown`, `TimeoutError` (a statement's
+`TooManyRequests`), `CommitOutcomeUnknown`, `ConnectionLost` (what a
+`Database` raises for a lost connection, whatever the driver), `TimeoutError` (a statement's
 ``timeout=``), and the driver's own errors for a lost connection or a server
 going away (SQLSTATE classes 08, 57 and 53, or no SQLSTATE and a lost-connection
 message). Anything else is *undocumented*.
@@ -30,6 +31,7 @@ from pgharbor._policy.sqlstate import is_disconnect_message
 from pgharbor.errors import (
     CircuitOpen,
     CommitOutcomeUnknown,
+    ConnectionLost,
     HarborError,
     PoolTimeout,
     TooManyRequests,
@@ -112,8 +114,10 @@ def classify(exc: BaseException) -> tuple[str, bool]:
     label = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
     if code:
         label += f"[{code}]"
-    if isinstance(exc, PoolTimeout | CircuitOpen | TooManyRequests | CommitOutcomeUnknown):
-        return label, True
+    if isinstance(
+        exc, PoolTimeout | CircuitOpen | TooManyRequests | CommitOutcomeUnknown | ConnectionLost
+    ):
+        return label, True  # ConnectionLost: a Database's lost connection, whatever the driver
     if isinstance(exc, HarborError):
         return label, False  # PoolClosed, ConnectionFailed, ...: not in a soak
     if kind is TimeoutError:
