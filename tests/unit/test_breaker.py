@@ -65,7 +65,9 @@ def make(**breaker: float) -> PoolState:
 
 
 def test_pool_makes_no_attempt_while_open_and_fails_waiters_fast() -> None:
-    """An open breaker stops connection attempts and fails callers at once."""
+    """An open breaker stops connection attempts and fails callers at once;
+    while callers ask, its probe runs DEMAND_RETRY after the last attempt (or
+    when the backoff allows, if later)."""
     state = make(failure_threshold=2, reset_timeout=5.0)
     now = 0.0
     waiter = Waiting()
@@ -82,15 +84,21 @@ def test_pool_makes_no_attempt_while_open_and_fails_waiters_fast() -> None:
             now = retry_at
     assert io is not None and [w for w, _ in io.fail] == [waiter]
     assert isinstance(io.fail[0][1], CircuitOpen)
-    assert state.plan_connects(now + 1.0) == (0, now + 5.0)  # no TCP attempt while open
+    # Nobody asks: no attempt while open, until reset_timeout (the backoff's
+    # own delay, cut to 0.1 s while the first caller waited, ends first).
+    assert state.plan_connects(now + 0.25) == (0, now + 5.0)
+    # A caller asks: turned away at once, but the probe now comes
+    # DEMAND_RETRY (0.1 s) after the last attempt, not after reset_timeout.
     with pytest.raises(CircuitOpen, match="circuit open") as info:
-        state.enqueue(Waiting(), now + 1.0)
-    assert info.value.retry_after == pytest.approx(4.0)
+        state.enqueue(Waiting(), now + 0.05)
+    assert info.value.retry_after == pytest.approx(0.05)
+    assert state.demand_wake  # the shell wakes its maintenance loop
     assert state.stats()["breaker_open"] == 1
-    assert state.plan_connects(now + 5.0) == (1, None)  # the half-open probe
-    assert state.plan_connects(now + 5.0) == (0, None)
-    state.connected(object(), now + 5.1)
+    assert state.plan_connects(now + 0.09) == (0, now + 0.1)
+    assert state.plan_connects(now + 0.1) == (1, None)  # the half-open probe
+    assert state.plan_connects(now + 0.1) == (0, None)
+    state.connected(object(), now + 0.3)
     assert state.stats()["breaker_open"] == 0
     # Accepted again (no CircuitOpen), and served at once by the new connection.
-    io = state.enqueue(Waiting(), now + 5.2)
+    io = state.enqueue(Waiting(), now + 0.4)
     assert io is not None and len(io.handoff) == 1

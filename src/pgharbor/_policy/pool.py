@@ -123,6 +123,13 @@ MIN_ATTEMPT_GAP: Final = 0.1
 #: (or shutting down): it answers, and will be ready in moments, so neither
 #: the backoff nor the breaker makes callers wait longer than this.
 STARTING_RETRY: Final = 0.25
+#: While callers want a connection and the pool fails to connect, the next
+#: attempt runs at most this long after the last one, whatever the backoff
+#: or the breaker says: a server that came back behind something that
+#: accepts connections for it (a proxy, a load balancer), where a TCP probe
+#: tells nothing, serves them within this. Ten attempts a second at most,
+#: and only while someone waits or asks.
+DEMAND_RETRY: Final = 0.1
 
 
 class Io:
@@ -228,6 +235,9 @@ class PoolState:
         self.discard_below = 0
         # Reconnect state.
         self.last_attempt_at = -math.inf  # when the last attempts started
+        # A caller turned away by the open breaker brought the next attempt
+        # forward: the shell must wake the maintenance loop (see `enqueue`).
+        self.demand_wake = False
         self.failures = 0  # consecutive failed connect attempts
         self.failing_since: float | None = None
         self.next_attempt_at = 0.0
@@ -378,6 +388,11 @@ class PoolState:
         if self.closed:
             raise PoolClosed(f"pool {self.name!r} is closed")
         if self.breaker is not None and not self.slots and self.breaker.rejects(now):
+            # Turned away at once (failing fast is the breaker's job, even if
+            # its probe would hang), but someone wants a connection: the probe
+            # comes sooner; the shell wakes the maintenance loop for it.
+            if self._bring_forward():
+                self.demand_wake = True
             raise self._circuit_open(now)
         max_waiting = self.options.max_waiting
         if max_waiting and len(self.waiters) >= max_waiting:
@@ -408,10 +423,29 @@ class PoolState:
             return io
         # (_wanted() is 0 when the pool is full: the usual case under load.)
         if len(self.slots) + self.connecting < self.options.max_size and self._wanted():
+            if self.failures:
+                self._bring_forward()
             io = Io()
             io.wake = True
             return io
         return None
+
+    def _bring_forward(self) -> bool:
+        """Callers want a connection while the pool fails to connect: the
+        next attempt runs at most `DEMAND_RETRY` after the last one, whatever
+        the backoff or the breaker says. Whether that moved it earlier."""
+        if not self.failures or self.connecting:
+            return False
+        at = self.last_attempt_at + DEMAND_RETRY
+        moved = False
+        if at < self.next_attempt_at:
+            self.next_attempt_at = at
+            moved = True
+        breaker = self.breaker
+        if breaker is not None and breaker.state == "open" and at < breaker.open_until:
+            breaker.probe_from(at)
+            moved = True
+        return moved
 
     def dequeue(self, waiter: Any, timed_out: bool) -> bool:
         """Forget a waiter that gave up (timed out or was cancelled).
@@ -644,6 +678,8 @@ class PoolState:
             delay = self.options.backoff.delay(self.failures, self._rng.random())
             if _starting(error):
                 delay = min(delay, STARTING_RETRY)
+            if self.waiters:
+                delay = min(delay, DEMAND_RETRY)  # someone is waiting: try again soon
             self.failures += 1
             self.next_attempt_at = now + delay
         io = Io()

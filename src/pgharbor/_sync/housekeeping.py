@@ -15,11 +15,11 @@ HikariCP's ``HouseKeeper`` and psycopg's ``MaintenanceTask`` do:
   and never earlier: with the database down and the breaker open it sleeps
   until the breaker lets a probe through.
 - ``Connect``: one connection attempt (the core reserved it).
-- ``Reach``: while the pool fails to connect and callers wait (or the
-  breaker is open), a TCP probe every `REACH_INTERVAL` seconds; when the
-  server accepts again, the next attempt runs at once instead of after the
-  rest of the backoff delay, so a waiting caller is served soon after the
-  server is back, however long it was down.
+- ``Reach``: while the pool fails to connect and callers wait, a TCP probe
+  every `REACH_INTERVAL` seconds (every `REACH_IDLE_INTERVAL` while only the
+  breaker is open); when the server accepts again, the next attempt runs at
+  once instead of after the rest of the backoff delay, so a waiting caller
+  is served soon after the server is back, however long it was down.
 - ``Close``, ``Keepalive``, ``ReconnectFailed``: as named.
 
 An autoscaled pool's `Autoscaler` rides along: ``Maintain`` lets it
@@ -53,8 +53,11 @@ logger = logging.getLogger("pgharbor.pool")
 
 #: Seconds between two samples of the alert conditions.
 ALERT_PERIOD = 1.0
-#: Seconds between two reachability probes of a server that is down.
+#: Seconds between two reachability probes of a server that is down, while
+#: callers wait; and while only the breaker is open (nobody waits: a slower
+#: watch, so an idle pool whose server is down stays nearly free).
 REACH_INTERVAL = 0.05
+REACH_IDLE_INTERVAL = 0.25
 #: Bound on one reachability probe (a blackholed server answers nothing).
 REACH_TIMEOUT = 1.0
 
@@ -219,7 +222,7 @@ class Housekeeper:
                         io = self.state.reached(monotonic())
                     if io is not None:
                         self.perform(io)
-                sleep(REACH_INTERVAL)
+                sleep(REACH_INTERVAL if self.state.waiters else REACH_IDLE_INTERVAL)
         finally:
             self._reaching = False
             self.wakeup.set()  # Maintain decides whether to probe on

@@ -61,6 +61,7 @@ from .._policy.pool import CHECK, DISCARD, OK, PoolState, Slot
 from .._typing import PoolKwargs, ConnT, PoolStats
 from ..drivers.base import Driver
 from ..errors import (
+    CircuitOpen,
     ConfigError,
     ConnectionFailed,
     PoolClosed,
@@ -774,8 +775,15 @@ class Pool(Generic[ConnT]):
         if self._state.closed or not self._opened:
             raise PoolClosed(f"pool {self.name!r} is {'closed' if self._opened else 'not open'}")
         waiter = self._deadlines.waiter(since)
+        st = self._state
         with self._lock:
-            io = self._state.enqueue(waiter, monotonic())
+            try:
+                io = st.enqueue(waiter, monotonic())
+            except CircuitOpen:
+                if st.demand_wake:  # the breaker's probe comes sooner now
+                    st.demand_wake = False
+                    self._keeper.wakeup.set()
+                raise
         idle = False
         if io is not None:
             idle = bool(io.handoff) and io.handoff[0][0] is waiter
