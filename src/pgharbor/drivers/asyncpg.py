@@ -24,7 +24,7 @@ from pgharbor.drivers._sockets import watch_fd
 from pgharbor.drivers.base import ConnStatus
 from pgharbor.errors import ConfigError
 
-__all__ = ["AsyncpgDriver", "asyncpg_kwargs", "parse_options"]
+__all__ = ["CONNECT_OPTIONS", "AsyncpgDriver", "asyncpg_kwargs", "parse_options"]
 
 # libpq keywords that have no asyncpg equivalent and are safe to drop: the
 # connect bound comes from ``timeout``; the TCP ones are applied to the socket.
@@ -40,6 +40,25 @@ _HANDLED_ELSEWHERE = frozenset(
     }
 )
 _OPTION_TOKEN = re.compile(r"(?:\\.|\S)+")
+#: Arguments of ``asyncpg.connect`` that have no libpq keyword, which a pool's
+#: ``kwargs`` may carry: passed as they are (``server_settings`` is merged
+#: with the settings made from ``application_name`` and ``options``, which
+#: win; ``ssl`` replaces what ``sslmode`` would give).
+CONNECT_OPTIONS = frozenset(
+    {
+        "statement_cache_size",
+        "max_cached_statement_lifetime",
+        "max_cacheable_statement_size",
+        "command_timeout",
+        "server_settings",
+        "record_class",
+        "connection_class",
+        "ssl",
+        "direct_tls",
+        "krbsrvname",
+        "gsslib",
+    }
+)
 
 
 def parse_options(options: str) -> dict[str, str] | None:
@@ -96,17 +115,21 @@ def _split(value: Any) -> list[str]:
 
 
 def asyncpg_kwargs(params: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Translate libpq keyword parameters to ``asyncpg.connect()`` arguments.
+    """Translate libpq keyword parameters to ``asyncpg.connect()`` arguments;
+    those in `CONNECT_OPTIONS` are asyncpg's own and pass as they are.
 
     Raises:
         ConfigError: a parameter asyncpg cannot honour (named, value omitted).
     """
     kwargs: dict[str, Any] = {"timeout": timeout}
     settings: dict[str, str] = {}
+    passed: dict[str, Any] = {}
     for key, value in params.items():
         if value is None or key in _HANDLED_ELSEWHERE:
             continue
-        if key == "host":
+        if key in CONNECT_OPTIONS:
+            passed[key] = value
+        elif key == "host":
             hosts = _split(value)
             kwargs["host"] = hosts if len(hosts) > 1 else hosts[0]
         elif key == "port":
@@ -136,8 +159,10 @@ def asyncpg_kwargs(params: dict[str, Any], timeout: float) -> dict[str, Any]:
         kwargs["ssl"] = _ssl_context(params, sslmode)
     elif sslmode is not None:
         raise ConfigError("sslmode", "must be a libpq sslmode")
-    if settings:
+    if settings or "server_settings" in passed:
+        settings = {**(passed.pop("server_settings", None) or {}), **settings}
         kwargs["server_settings"] = settings
+    kwargs.update(passed)
     return kwargs
 
 
@@ -196,6 +221,8 @@ class AsyncpgDriver:
     """asyncpg ``Connection`` adapter."""
 
     name: ClassVar[str] = "asyncpg"
+    #: See `CONNECT_OPTIONS`.
+    connect_options: ClassVar[frozenset[str]] = CONNECT_OPTIONS
 
     def __init__(self, *, prepared_statements: bool = True) -> None:
         self.prepared_statements = prepared_statements
