@@ -259,23 +259,22 @@ def test_checkin_without_keep_hands_over_or_closes() -> None:
     state.enqueue(Waiting("w0"), 0.0)
     n, _ = state.plan_connects(0.0)
     assert n == 1
-    io = state.connected(Conn(), 0.0)
-    (_, lent) = io.handoff[0]
+    (_, lent) = state.connected(Conn(), 0.0).handoff[0]
     waiter = Waiting("w1", 0.1)
     queued = state.enqueue(waiter, 0.1)
     assert queued is None or not queued.handoff
-    io = state.checkin(lent, 0.2, healthy=True, keep=False)
-    assert io is not None and io.handoff == [(waiter, lent)] and not io.close
-    io = state.checkin(lent, 0.3, healthy=True, keep=False)
-    assert io is not None and io.close == [lent] and lent.reason == "idle"
+    handed = state.checkin(lent, 0.2, healthy=True, keep=False)
+    assert handed is not None and handed.handoff == [(waiter, lent)] and not handed.close
+    closed = state.checkin(lent, 0.3, healthy=True, keep=False)
+    assert closed is not None and closed.close == [lent] and lent.reason == "idle"
     assert state.size == 0 and not state.idle
     assert state.stats()["connections_expired"] == 1
     assert state.stats()["connections_lost"] == 0
     kept = make(min_size=1, max_size=1)
     (slot,) = fill(kept)
     assert kept.checkout(0.0) is slot
-    io = kept.checkin(slot, 0.1, healthy=True, keep=False)
-    assert io is not None and io.close == [slot]
+    refill = kept.checkin(slot, 0.1, healthy=True, keep=False)
+    assert refill is not None and refill.close == [slot]
     assert kept.plan_connects(0.2) == (1, None)  # min_size is refilled as usual
 
 
