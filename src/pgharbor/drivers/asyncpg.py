@@ -3,8 +3,10 @@
 asyncpg does not speak libpq keywords, so :func:`asyncpg_kwargs` translates
 them; the TCP settings libpq applies itself (keepalives, ``tcp_user_timeout``)
 are set on the socket after connecting. asyncpg is autocommit unless the user
-sends ``BEGIN``. The two reads of asyncpg internals live in :func:`_socket` and
-:func:`_is_cancelling`.
+sends ``BEGIN``. The touches of asyncpg internals live in :func:`_socket`,
+:func:`_is_cancelling`, and `AsyncpgDriver.pristine`/`restore` (asyncpg's
+``_top_xact``: the outermost ``Transaction`` it started, which its own pool
+forgets at release the same way).
 """
 
 from __future__ import annotations
@@ -322,11 +324,17 @@ class AsyncpgDriver:
         return watch_fd(sock.fileno(), lambda: is_closed() or _is_cancelling(conn))
 
     def pristine(self, conn: Any) -> bool:
-        """asyncpg has no client-side session attributes: always True."""
-        return True
+        """Whether asyncpg holds no transaction object of a borrower (its
+        private ``_top_xact``, read directly: this runs at every return):
+        asyncpg has no other client-side session attribute."""
+        return conn._top_xact is None
 
     async def restore(self, conn: Any) -> None:
-        """Nothing to restore (see `pristine`)."""
+        """Forget a borrower's transaction object (no I/O): a ``Transaction``
+        left started (rolled back by then), or ended with a bare ``COMMIT``,
+        would make the next borrower's ``con.transaction()`` a savepoint in
+        a transaction that no longer exists."""
+        conn._top_xact = None
 
     async def run_script(self, conn: Any, sql: str, timeout: float) -> None:
         """Run ``sql`` (several statements: the simple protocol, as asyncpg
