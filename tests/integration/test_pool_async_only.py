@@ -188,3 +188,35 @@ async def test_asyncpg_transaction_left_open_does_not_reach_the_next_borrower(
         async with pool.connection() as con, con.transaction():
             assert await con.fetchval("SELECT 2") == 2
         assert pool.stats()["connections_created"] == 1
+
+
+@pytest.mark.parametrize("reset", ["rollback", "session"])
+async def test_asyncpg_listeners_do_not_reach_the_next_borrower(
+    pg_server: PostgresServer, app_name: str, reset: str
+) -> None:
+    """A borrower's asyncpg notification callbacks are forgotten at return:
+    they are not called during the next borrow, and the next borrower's own
+    listener on the same channel hears (whatever the reset preset)."""
+    heard: list[str] = []
+    async with AsyncPool(
+        pg_server.conninfo(application_name=app_name),
+        driver="asyncpg",
+        min_size=1,
+        max_size=1,
+        reset=reset,
+    ) as pool:
+        async with pool.connection() as con:
+            await con.add_listener("harbor_chan", lambda *a: heard.append("first"))
+        async with pool.connection() as con:
+            got = asyncio.Event()
+
+            def second(*args: Any) -> None:
+                heard.append("second")
+                got.set()
+
+            await con.add_listener("harbor_chan", second)
+            pg_server.execute("NOTIFY harbor_chan")
+            await asyncio.wait_for(got.wait(), 5.0)
+            await con.remove_listener("harbor_chan", second)
+        assert heard == ["second"]
+        assert pool.stats()["connections_created"] == 1

@@ -5,8 +5,8 @@ them; the TCP settings libpq applies itself (keepalives, ``tcp_user_timeout``)
 are set on the socket after connecting. asyncpg is autocommit unless the user
 sends ``BEGIN``. The touches of asyncpg internals live in :func:`_socket`,
 :func:`_is_cancelling`, and `AsyncpgDriver.pristine`/`restore` (asyncpg's
-``_top_xact``: the outermost ``Transaction`` it started, which its own pool
-forgets at release the same way).
+``_top_xact`` and listeners, which its own pool forgets at release the same
+way).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pgharbor.drivers._sockets import watch_fd
 from pgharbor.drivers.base import ConnStatus
 from pgharbor.errors import ConfigError
 
-__all__ = ["CONNECT_OPTIONS", "AsyncpgDriver", "asyncpg_kwargs", "parse_options"]
+__all__ = ["CONNECT_OPTIONS", "AsyncpgDriver", "asyncpg_kwargs", "parse_options", "set_tcp_options"]
 
 # libpq keywords that have no asyncpg equivalent and are safe to drop: the
 # connect bound comes from ``timeout``; the TCP ones are applied to the socket.
@@ -174,7 +174,7 @@ def _socket(conn: Any) -> Any:
     return None if transport is None else transport.get_extra_info("socket")
 
 
-def _set_tcp_options(conn: Any, params: dict[str, Any]) -> None:
+def set_tcp_options(conn: Any, params: dict[str, Any]) -> None:
     """Apply libpq's TCP settings (keepalives on by default) to the socket."""
     sock = _socket(conn)
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
@@ -246,7 +246,7 @@ class AsyncpgDriver:
         async with asyncio.timeout(timeout):
             conn = await asyncpg.connect(**kwargs)
         try:
-            _set_tcp_options(conn, params)
+            set_tcp_options(conn, params)
         except BaseException:
             conn.terminate()
             raise
@@ -324,17 +324,23 @@ class AsyncpgDriver:
         return watch_fd(sock.fileno(), lambda: is_closed() or _is_cancelling(conn))
 
     def pristine(self, conn: Any) -> bool:
-        """Whether asyncpg holds no transaction object of a borrower (its
-        private ``_top_xact``, read directly: this runs at every return):
-        asyncpg has no other client-side session attribute."""
-        return conn._top_xact is None
+        """Whether asyncpg holds nothing of a borrower's: no transaction
+        object, no notification or log listener (its private ``_top_xact``,
+        ``_listeners`` and ``_log_listeners``, read directly: this runs at
+        every return). asyncpg has no other client-side session state."""
+        return conn._top_xact is None and not conn._listeners and not conn._log_listeners
 
     async def restore(self, conn: Any) -> None:
-        """Forget a borrower's transaction object (no I/O): a ``Transaction``
-        left started (rolled back by then), or ended with a bare ``COMMIT``,
-        would make the next borrower's ``con.transaction()`` a savepoint in
-        a transaction that no longer exists."""
+        """Forget what a borrower left in asyncpg (no I/O), as asyncpg's own
+        pool does at release: a ``Transaction`` left started (rolled back by
+        then) or ended with a bare ``COMMIT`` would make the next borrower's
+        ``con.transaction()`` a savepoint in a transaction that no longer
+        exists; listener callbacks would hear the next borrower's
+        notifications, and keep asyncpg from sending its ``LISTEN`` again
+        after a ``session`` reset's ``UNLISTEN *``."""
         conn._top_xact = None
+        conn._listeners.clear()
+        conn._log_listeners.clear()
 
     async def run_script(self, conn: Any, sql: str, timeout: float) -> None:
         """Run ``sql`` (several statements: the simple protocol, as asyncpg
