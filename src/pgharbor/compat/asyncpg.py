@@ -28,7 +28,9 @@ differences.
 asyncpg internals touched, all in this module: ``PoolConnectionProxy``'s
 ``_con``/``_holder``/``_detach`` (asyncpg's own proxy class is used, so
 released proxies, prepared statements and cursors fail as asyncpg's do),
-``Connection._on_release`` (what asyncpg's pool calls at release), and the
+``Connection._on_release`` (what asyncpg's pool calls at release),
+``Connection._top_xact`` and its ``_managed`` (whether asyncpg reports a
+transaction left open, as its pool does), and the
 ``_drop_statement_cache``/``_drop_type_cache`` methods asyncpg's
 connections call on their pool.
 """
@@ -459,7 +461,8 @@ class Pool:
             return  # released already
         self._check_init()
         con._on_release()
-        await asyncio.shield(self._give_back(con))
+        if self._claim(con):
+            await asyncio.shield(self._give_back(con))
 
     async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
         """``Connection.execute`` on one of the pool's connections."""
@@ -538,8 +541,8 @@ class Pool:
                 await self._setup(proxy)
             except BaseException:
                 # As asyncpg: a connection whose setup failed is not reused.
-                self._lent.pop(con, None)
-                proxy._detach()
+                if not self._claim(con):
+                    raise  # its borrower closed it meanwhile: given back already
                 try:
                     await con.close()
                 finally:
@@ -548,14 +551,24 @@ class Pool:
                 raise
         return proxy
 
-    async def _give_back(self, con: Any) -> None:
+    def _claim(self, con: Any) -> bool:
+        """Take ``con`` back from its borrower (its proxy is detached); False
+        if it was already (a release racing the borrower's close)."""
         proxy = self._lent.pop(con, None)
-        if proxy is not None:
-            proxy._detach()
+        if proxy is None:
+            return False
+        proxy._detach()
+        return True
+
+    async def _give_back(self, con: Any) -> None:
+        """Back to the pgharbor pool (which resets or discards it)."""
         try:
-            if not con.is_closed() and con.is_in_transaction():
-                loop = asyncio.get_running_loop()
-                loop.call_exception_handler(
+            top = con._top_xact
+            open_ = not con.is_closed() and (con.is_in_transaction() or top is not None)
+            if open_ and (top is None or not top._managed):
+                # As asyncpg: a transaction begun by hand is a bug worth
+                # telling; a managed one ends by itself.
+                asyncio.get_running_loop().call_exception_handler(
                     {"message": f"Resetting connection with an active transaction {con!r}"}
                 )
             await self.pgharbor.release(con)
@@ -573,7 +586,7 @@ class Pool:
         # A lent connection closed by its borrower: back to the pool (which
         # discards it) without waiting for a release, as asyncpg's pool does.
         con = getattr(con, "_con", None) or con  # asyncpg hands the proxy
-        if con in self._lent:
+        if self._claim(con):
             self._spawn(self._give_back(con))
 
     def _spawn(self, coro: Any) -> None:
