@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -175,7 +175,7 @@ async def test_an_open_transaction_is_reported_as_asyncpg_does(make: Factory) ->
             assert len(handler.messages) == 1
             assert "active transaction" in handler.messages[0]
 
-            async def rows(con: Any) -> AsyncIterator[int]:
+            async def rows(con: Any) -> AsyncGenerator[int, None]:
                 async with con.transaction():
                     yield 1
 
@@ -236,7 +236,12 @@ async def test_sizes_and_validation(make: Factory) -> None:
         assert pool.get_size() == 3 and pool.get_idle_size() == 3
         async with pool.acquire():
             assert pool.get_idle_size() == 2
-    for bad in ({"max_size": 0}, {"min_size": 3, "max_size": 2}, {"max_queries": 0}):
+    bads: list[dict[str, Any]] = [
+        {"max_size": 0},
+        {"min_size": 3, "max_size": 2},
+        {"max_queries": 0},
+    ]
+    for bad in bads:
         with pytest.raises(ValueError):
             create_pool("", **bad)
     with pytest.raises(TypeError):
@@ -249,10 +254,10 @@ async def test_connection_class_and_connect_kwargs(make: Factory) -> None:
     """connection_class, record_class and asyncpg.connect's own keyword
     arguments are used for every connection; max_queries retires one."""
 
-    class MyConnection(asyncpg.Connection):  # type: ignore[misc]
+    class MyConnection(asyncpg.Connection):
         pass
 
-    class MyRecord(asyncpg.Record):  # type: ignore[misc]
+    class MyRecord(asyncpg.Record):
         pass
 
     async with make(
