@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from time import monotonic
 from typing import Any
 
 import asyncpg
@@ -14,7 +15,7 @@ import pytest
 import pgharbor
 from pgharbor.compat.asyncpg import Pool, create_pool
 from pgharbor.errors import ConfigError
-from pgharbor.testing import PostgresServer, TempDatabase
+from pgharbor.testing import ChaosProxy, PostgresServer, TempDatabase
 
 Factory = Callable[..., Any]
 
@@ -308,3 +309,19 @@ async def test_pgharbor_settings(make: Factory) -> None:
         await pool.fetchval("SELECT 1")
         assert pool.pgharbor.stats()["acquired"] >= 1
         assert pool.pgharbor.health().healthy
+
+
+async def test_a_refused_server_fails_create_pool_at_once(chaos_proxy: ChaosProxy) -> None:
+    """await create_pool() on a port that refuses fails within about one
+    attempt with pgharbor's ConnectionFailed, not after its timeout; the
+    pool is then closed."""
+    chaos_proxy.refuse()
+    pool = create_pool(
+        host=chaos_proxy.host, port=chaos_proxy.port, user="postgres", ssl=False, min_size=1
+    )
+    start = monotonic()
+    with pytest.raises(pgharbor.ConnectionFailed) as info:
+        await pool
+    assert monotonic() - start < 10.0
+    assert info.value.reason == "network"
+    assert pool.is_closing()

@@ -224,6 +224,23 @@ def test_a_configure_that_leaves_a_transaction_fails_the_connection(
     assert any("INTRANS" in r.message for r in caplog.records)
 
 
+def test_a_missing_database_fails_at_once(
+    make: Factory, pg_server: PostgresServer
+) -> None:
+    """A connect failure that retrying cannot fix (no such database) makes
+    wait() and getconn() raise PoolTimeout at once, the failure as its cause."""
+    pool = make(conninfo=pg_server.conninfo(dbname="no_such_db_here"), min_size=1)
+    pool.open()
+    start = monotonic()
+    with pytest.raises(PoolTimeout) as info:
+        pool.getconn(timeout=20.0)
+    assert isinstance(info.value.__cause__, pgharbor.ConnectionFailed)
+    assert info.value.__cause__.reason == "database-missing"
+    with pytest.raises(PoolTimeout):
+        pool.wait(timeout=20.0)
+    assert monotonic() - start < 10.0
+
+
 def test_close_returns(make: Factory) -> None:
     """close_returns=True: conn.close() gives the connection back to the
     pool; it is closed for real when the pool closes."""
