@@ -224,9 +224,7 @@ def test_a_configure_that_leaves_a_transaction_fails_the_connection(
     assert any("INTRANS" in r.message for r in caplog.records)
 
 
-def test_a_missing_database_fails_at_once(
-    make: Factory, pg_server: PostgresServer
-) -> None:
+def test_a_missing_database_fails_at_once(make: Factory, pg_server: PostgresServer) -> None:
     """A connect failure that retrying cannot fix (no such database) makes
     wait() and getconn() raise PoolTimeout at once, the failure as its cause."""
     pool = make(conninfo=pg_server.conninfo(dbname="no_such_db_here"), min_size=1)
