@@ -325,3 +325,26 @@ async def test_a_refused_server_fails_create_pool_at_once(chaos_proxy: ChaosProx
     assert monotonic() - start < 10.0
     assert info.value.reason == "network"
     assert pool.is_closing()
+
+
+async def test_a_release_cancelled_during_the_reset_loses_nothing(make: Factory) -> None:
+    """A task cancelled while its connection is being reset (a slow reset=)
+    does not lose the connection: the pool discards it and opens another."""
+
+    async def slow_reset(con: Any) -> None:
+        await asyncio.sleep(0.5)
+
+    async with make(min_size=1, max_size=1, reset=slow_reset) as pool:
+
+        async def worker() -> None:
+            async with pool.acquire():
+                pass
+
+        task = asyncio.ensure_future(worker())
+        await asyncio.sleep(0.1)  # inside the reset
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with pool.acquire(timeout=5.0) as con:
+            assert await con.fetchval("SELECT 1") == 1
+        assert pool.get_size() == 1

@@ -445,7 +445,8 @@ class Pool:
 
     async def release(self, connection: Any, *, timeout: float | None = None) -> None:
         """Give back a connection from `acquire` (a second release does
-        nothing). Survives the caller's cancellation.
+        nothing). Cancelled during the reset, the connection is discarded,
+        never lost.
 
         Raises:
             asyncpg.InterfaceError: not a connection of this pool.
@@ -462,7 +463,9 @@ class Pool:
         self._check_init()
         con._on_release()
         if self._claim(con):
-            await asyncio.shield(self._give_back(con))
+            # No shield (asyncpg's): a cancelled release never loses the
+            # connection — the pgharbor pool discards one whose reset was cut.
+            await self._give_back(con)
 
     async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
         """``Connection.execute`` on one of the pool's connections."""
