@@ -1,6 +1,7 @@
-"""psycopg_pool's ``AsyncConnectionPool`` and ``AsyncNullConnectionPool`` on a
-pgharbor `AsyncPool`; source of the generated ``ConnectionPool`` and
-``NullConnectionPool`` (public as `pgharbor.compat.psycopg_pool`).
+"""psycopg_pool's ``AsyncConnectionPool`` on a pgharbor `AsyncPool`; source of
+the generated ``ConnectionPool`` (public as `pgharbor.compat.psycopg_pool`,
+with the null pools of `pgharbor._async.psycopg_null_pool`; the connections
+are made by `pgharbor._async.psycopg_pool_driver`).
 
 A drop-in keeps psycopg_pool's API and semantics — psycopg's default
 transactions (not autocommit), a ``connection()`` block that commits on
@@ -49,19 +50,18 @@ from ..compat._psycopg_pool import (
     PoolTimeout,
     Stats,
     TooManyRequests,
-    attributes,
     check_size,
     check_workers,
     extras,
     logger,
 )
-from ..drivers.psycopg import AsyncPsycopgDriver, connect_timeout
 from ..errors import ConfigError, ConnectionFailed
 from ..errors import PoolClosed as HarborClosed
 from ..errors import PoolTimeout as HarborTimeout
 from ..errors import TooManyRequests as HarborRejected
 from .connector import is_async_callable
 from .pool import AsyncPool
+from .psycopg_pool_driver import PoolDriver, configure_hook
 
 if TYPE_CHECKING:
     from psycopg.rows import TupleRow
@@ -75,7 +75,7 @@ if True:  # ASYNC
 else:
     CLIENT_EXCEPTIONS = (Exception,)
 
-__all__ = ["AsyncConnectionPool", "AsyncNullConnectionPool"]
+__all__ = ["ACT", "AsyncConnectionPool"]
 
 ACT = TypeVar("ACT", bound="AsyncConnection[Any]", default="AsyncConnection[TupleRow]")
 Callback = Callable[[Any], Any]
@@ -88,89 +88,6 @@ _UNKNOWN = TransactionStatus.UNKNOWN
 # (psycopg_pool's schedule), within the caller's timeout.
 _CHECK_RETRY = 1.0
 _names = itertools.count(1)
-
-
-class _Driver(AsyncPsycopgDriver):
-    """Connections as psycopg_pool makes them: of ``connection_class``, with
-    psycopg's own default transactions (``autocommit`` comes from
-    ``kwargs``), ``kwargs`` given as a callable asked at every attempt. The
-    client-side attributes a borrower changed are set back to what they
-    were after ``configure`` (`remember`)."""
-
-    connect_options = frozenset({"autocommit", *AsyncPsycopgDriver.connect_options})
-
-    def __init__(self, connection_class: type[Any], kwargs_fn: Callable[[], Any] | None) -> None:
-        super().__init__()
-        self.connection_class = connection_class
-        self._kwargs_fn = kwargs_fn
-        self._baseline: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    async def connect(self, params: dict[str, Any], timeout: float) -> Any:
-        """Open a ``connection_class`` connection within ``timeout``."""
-        kwargs = dict(params)
-        if self._kwargs_fn is not None:
-            more = await aensure(self._kwargs_fn)
-            if not isinstance(more, Mapping):
-                raise ConfigError("kwargs", "the callable must return a mapping")
-            kwargs.update(more)
-        kwargs["connect_timeout"] = connect_timeout(kwargs, timeout)
-        if True:  # ASYNC
-            async with asyncio.timeout(timeout):
-                return await self.connection_class.connect(**kwargs)
-        else:
-            return self.connection_class.connect(**kwargs)
-
-    def remember(self, conn: Any) -> None:
-        """Take ``conn``'s attributes as the ones to set back at each return."""
-        self._baseline[conn] = attributes(conn)
-
-    def pristine(self, conn: Any) -> bool:
-        """Whether the attributes are still those `remember` took (no I/O)."""
-        base = self._baseline.get(conn)
-        return base is None or base == attributes(conn)
-
-    async def restore(self, conn: Any) -> None:
-        """Set the attributes back to those `remember` took (no I/O)."""
-        base = self._baseline.get(conn)
-        if base is None:
-            return
-        autocommit, isolation_level, read_only, deferrable = base
-        if True:  # ASYNC
-            await conn.set_autocommit(autocommit)
-            await conn.set_isolation_level(isolation_level)
-            await conn.set_read_only(read_only)
-            await conn.set_deferrable(deferrable)
-        else:
-            conn.autocommit = autocommit
-            conn.isolation_level = isolation_level
-            conn.read_only = read_only
-            conn.deferrable = deferrable
-
-
-def _configure_hook(
-    owner: weakref.ref[AsyncConnectionPool[Any]], configure: Callback | None, driver: _Driver
-) -> Callback:
-    """The pgharbor pool's ``configure``: the user's, with psycopg_pool's
-    check that it left no transaction open; then the attributes to keep."""
-
-    async def configure_new(conn: Any) -> None:
-        conn._pool = owner()  # as psycopg_pool does: `with conn` must not close it
-        try:
-            if configure is not None:
-                await aensure(configure, conn)
-                status = conn.pgconn.transaction_status
-                if status != _IDLE:
-                    raise e.ProgrammingError(
-                        f"connection left in status {TransactionStatus(status).name} "
-                        f"by configure function {configure}: discarded"
-                    )
-        finally:
-            conn._pool = None
-        driver.remember(conn)
-
-    return configure_new
 
 
 def _reconnect_failed_hook(owner: weakref.ref[AsyncConnectionPool[Any]]) -> Callback:
@@ -270,7 +187,7 @@ class AsyncConnectionPool(Generic[ACT]):
         self._reset = reset
         self._reconnect_failed = reconnect_failed
         self._stats = Stats()
-        driver = _Driver(connection_class, kwargs_fn)
+        driver = PoolDriver(connection_class, kwargs_fn)
         owner = weakref.ref(self)
         #: The pgharbor pool that opens, checks and observes the connections:
         #: ``pool.pgharbor.health()``, ``.stats()``, ``.on(...)``.
@@ -286,7 +203,7 @@ class AsyncConnectionPool(Generic[ACT]):
             max_idle=max_idle,
             reconnect_timeout=reconnect_timeout,
             kwargs=dict(static) if static else None,
-            configure=_configure_hook(owner, configure, driver),
+            configure=configure_hook(owner, configure, driver),
             reconnect_failed=_reconnect_failed_hook(owner),
             **extras(pgharbor),
         )
@@ -657,68 +574,3 @@ class AsyncConnectionPool(Generic[ACT]):
             RuntimeWarning,
             stacklevel=3,
         )
-
-
-class AsyncNullConnectionPool(AsyncConnectionPool[ACT]):
-    """psycopg_pool's ``AsyncNullConnectionPool``: no idle connection is kept.
-
-    A connection is opened for each request (up to ``max_size`` at once; 0,
-    the default, means no limit) and closed when returned — unless a client
-    is waiting, who gets it. ``min_size`` must be 0; ``close_returns`` is
-    ignored. Takes the arguments of `AsyncConnectionPool`.
-    """
-
-    _null = True
-
-    def __init__(
-        self,
-        conninfo: str | Callable[[], Any] = "",
-        *,
-        connection_class: type[ACT] = cast(type[ACT], AsyncConnection),  # noqa: B008
-        kwargs: Mapping[str, Any] | Callable[[], Any] | None = None,
-        min_size: int = 0,
-        max_size: int | None = None,
-        open: bool | None = None,
-        configure: Callback | None = None,
-        check: Callback | None = None,
-        reset: Callback | None = None,
-        name: str | None = None,
-        close_returns: bool = False,
-        timeout: float = 30.0,
-        max_waiting: int = 0,
-        max_lifetime: float = 60 * 60.0,
-        max_idle: float = 10 * 60.0,
-        reconnect_timeout: float = 5 * 60.0,
-        reconnect_failed: Callback | None = None,
-        num_workers: int = 3,
-        pgharbor: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            conninfo,
-            connection_class=connection_class,
-            kwargs=kwargs,
-            min_size=min_size,
-            max_size=max_size,
-            open=open,
-            configure=configure,
-            check=check,
-            reset=reset,
-            name=name,
-            close_returns=close_returns,
-            timeout=timeout,
-            max_waiting=max_waiting,
-            max_lifetime=max_lifetime,
-            max_idle=max_idle,
-            reconnect_timeout=reconnect_timeout,
-            reconnect_failed=reconnect_failed,
-            num_workers=num_workers,
-            pgharbor=pgharbor,
-        )
-
-    async def check(self) -> None:
-        """Nothing to check: the pool keeps no connection."""
-
-    async def _wait_ready(self, timeout: float) -> None:
-        # A connection opened for the test and closed: the database is there.
-        conn = await self.pgharbor.acquire(timeout)
-        await self.pgharbor.release(conn, keep=False)

@@ -40,17 +40,15 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Mapping
-from types import TracebackType
 from typing import Any
 
 import asyncpg
 from asyncpg import exceptions as pg_exceptions
-from psycopg.conninfo import make_conninfo
 
 from .._async.pool import AsyncPool
-from ..drivers.asyncpg import AsyncpgDriver, set_tcp_options
 from ..errors import ConfigError
 from ..errors import PoolClosed as HarborClosed
+from ._asyncpg import WHERE, AcquireContext, Holder, PoolDriver, endpoint
 
 __all__ = ["Pool", "create_pool"]
 
@@ -82,125 +80,6 @@ EXTRAS = frozenset(
         "timeout",
     }
 )
-# asyncpg.connect's arguments that say where to connect: they also describe
-# the endpoint to pgharbor (messages, metric labels, the reachability probe).
-_WHERE = (("host", "host"), ("port", "port"), ("user", "user"), ("database", "dbname"))
-
-
-class _Holder:
-    """What asyncpg's ``PoolConnectionProxy`` and ``Connection`` expect of
-    their pool's holder: its ``_pool``."""
-
-    __slots__ = ("_pool",)
-
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
-
-
-class _Driver(AsyncpgDriver):
-    """Connects with asyncpg's own arguments (the pool's ``connect``
-    callable, ``connection_class``, ``record_class``, ``connect_kwargs``),
-    as asyncpg's pool does; pgharbor's TCP keepalives are set on the socket
-    afterwards."""
-
-    def __init__(
-        self,
-        connect: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        connection_class: type[Any],
-        record_class: type[Any],
-    ) -> None:
-        super().__init__()
-        self.connect_fn = connect
-        self.args = args
-        self.kwargs = kwargs
-        self.connection_class = connection_class
-        self.record_class = record_class
-
-    async def connect(self, params: dict[str, Any], timeout: float) -> Any:
-        """Open a connection as asyncpg's pool would, within ``timeout``.
-
-        Raises:
-            asyncpg.InterfaceError: ``connect`` returned something else than
-                a ``connection_class`` instance.
-        """
-        async with asyncio.timeout(timeout):
-            conn = await self.connect_fn(
-                *self.args,
-                loop=asyncio.get_running_loop(),
-                connection_class=self.connection_class,
-                record_class=self.record_class,
-                **self.kwargs,
-            )
-        if not isinstance(conn, self.connection_class):
-            good = f"{self.connection_class.__module__}.{self.connection_class.__name__}"
-            bad = type(conn)
-            name = (
-                bad.__name__ if bad.__module__ == "builtins" else f"{bad.__module__}.{bad.__name__}"
-            )
-            raise pg_exceptions.InterfaceError(
-                f"expected pool connect callback to return an instance of '{good}', got '{name}'"
-            )
-        try:
-            set_tcp_options(conn, params)
-        except BaseException:
-            conn.terminate()
-            raise
-        return conn
-
-
-def _endpoint(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[str, str | None]:
-    """A keyword conninfo describing where asyncpg will connect (best
-    effort: "" when it cannot be told), and the password (for redaction)."""
-    params: dict[str, str] = {}
-    for ours, theirs in _WHERE:
-        value = kwargs.get(ours)
-        if isinstance(value, list | tuple) and all(isinstance(v, str | int) for v in value):
-            value = ",".join(map(str, value))
-        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
-            params[theirs] = str(value)
-    password = kwargs.get("password") if isinstance(kwargs.get("password"), str) else None
-    dsn = args[0] if args else kwargs.get("dsn")
-    if isinstance(dsn, str) and dsn:
-        return dsn, password  # pgharbor reads it if it can (see Pool.__init__)
-    try:
-        return make_conninfo("", **params), password
-    except Exception:
-        return "", password
-
-
-class _AcquireContext:
-    """What `Pool.acquire` returns: awaitable, or an ``async with`` block
-    that releases the connection at its end."""
-
-    __slots__ = ("connection", "done", "pool", "timeout")
-
-    def __init__(self, pool: Pool, timeout: float | None) -> None:
-        self.pool = pool
-        self.timeout = timeout
-        self.connection: Any = None
-        self.done = False
-
-    async def __aenter__(self) -> Any:
-        if self.connection is not None or self.done:
-            raise pg_exceptions.InterfaceError("a connection is already acquired")
-        self.connection = await self.pool._acquire(self.timeout)
-        return self.connection
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.done = True
-        con, self.connection = self.connection, None
-        await self.pool.release(con)
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        self.done = True
-        return self.pool._acquire(self.timeout).__await__()
 
 
 class Pool:
@@ -278,14 +157,14 @@ class Pool:
         self._setup = setup
         self._init = init
         self._connection_class = connection_class
-        self._driver = _Driver(
+        self._driver = PoolDriver(
             connect if connect is not None else asyncpg.connect,
             connect_args,
             connect_kwargs,
             connection_class,
             record_class,
         )
-        self._holder = _Holder(self)
+        self._holder = Holder(self)
         self._conns: weakref.WeakSet[Any] = weakref.WeakSet()  # every open connection
         self._lent: dict[Any, Any] = {}  # connection -> its proxy
         self._released = asyncio.Event()
@@ -293,7 +172,7 @@ class Pool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._initialized = self._initializing = False
         self._closing = self._closed = False
-        conninfo, password = _endpoint(connect_args, connect_kwargs)
+        conninfo, password = endpoint(connect_args, connect_kwargs)
         if "connect_timeout" not in settings and "timeout" in connect_kwargs:
             settings["connect_timeout"] = connect_kwargs["timeout"]
         options: dict[str, Any] = {
@@ -312,7 +191,7 @@ class Pool:
             #: connections: ``pool.pgharbor.health()``, ``.stats()``...
             self.pgharbor = AsyncPool(conninfo, **options)
         except ConfigError as exc:
-            if exc.field in ("conninfo", *(k for _, k in _WHERE)) and conninfo:
+            if exc.field in ("conninfo", *(k for _, k in WHERE)) and conninfo:
                 # Not something libpq reads (asyncpg's own DSN options): the
                 # endpoint stays unnamed in pgharbor's messages.
                 self.pgharbor = AsyncPool("", **options)
@@ -430,7 +309,7 @@ class Pool:
 
     # -- lending -------------------------------------------------------------------------
 
-    def acquire(self, *, timeout: float | None = None) -> _AcquireContext:
+    def acquire(self, *, timeout: float | None = None) -> AcquireContext:
         """A connection (asyncpg's ``PoolConnectionProxy``): ``await`` it
         (then `release` it) or use it in ``async with``.
 
@@ -441,7 +320,7 @@ class Pool:
             TimeoutError: no connection in time (a `pgharbor.PoolTimeout`).
             asyncpg.InterfaceError: the pool is not initialized, or closing.
         """
-        return _AcquireContext(self, timeout)
+        return AcquireContext(self, timeout)
 
     async def release(self, connection: Any, *, timeout: float | None = None) -> None:
         """Give back a connection from `acquire` (a second release does

@@ -17,8 +17,10 @@ docs/coming-from-psycopg-pool.md.
 
 from __future__ import annotations
 
-from .._async.psycopg_pool import AsyncConnectionPool, AsyncNullConnectionPool
-from .._sync.psycopg_pool import ConnectionPool, NullConnectionPool
+from .._async.psycopg_null_pool import AsyncNullConnectionPool
+from .._async.psycopg_pool import AsyncConnectionPool
+from .._sync.psycopg_null_pool import NullConnectionPool
+from .._sync.psycopg_pool import ConnectionPool
 from ._psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
 
 __all__ = [
