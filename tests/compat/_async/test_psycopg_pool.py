@@ -331,9 +331,12 @@ async def test_stats_and_pop_stats(make: Factory) -> None:
         assert after["pool_min"] == 2
 
 
-async def test_reconnect_failed_on_time(make: Factory, chaos_proxy: ChaosProxy) -> None:
+async def test_reconnect_failed_on_time(
+    make: Factory, chaos_proxy: ChaosProxy, caplog: pytest.LogCaptureFixture
+) -> None:
     """reconnect_failed(pool) is called reconnect_timeout after connecting
-    started failing, not at the next attempt; the pool recovers after."""
+    started failing, not at the next attempt, with psycopg_pool's warning;
+    the pool recovers after."""
     called: list[tuple[Any, float]] = []
 
     async def failed(pool: Any) -> None:
@@ -351,6 +354,7 @@ async def test_reconnect_failed_on_time(make: Factory, chaos_proxy: ChaosProxy) 
         await asleep(0.02)
     assert called and called[0][0] is pool
     assert 0.9 <= called[0][1] - start <= 3.0
+    assert [r for r in caplog.records if "reconnection attempt in pool" in r.message]
     chaos_proxy.heal()
     async with pool.connection(timeout=10.0) as conn:
         assert await _one(conn, "SELECT 1") == 1

@@ -333,9 +333,12 @@ def test_stats_and_pop_stats(make: Factory) -> None:
         assert after["pool_min"] == 2
 
 
-def test_reconnect_failed_on_time(make: Factory, chaos_proxy: ChaosProxy) -> None:
+def test_reconnect_failed_on_time(
+    make: Factory, chaos_proxy: ChaosProxy, caplog: pytest.LogCaptureFixture
+) -> None:
     """reconnect_failed(pool) is called reconnect_timeout after connecting
-    started failing, not at the next attempt; the pool recovers after."""
+    started failing, not at the next attempt, with psycopg_pool's warning;
+    the pool recovers after."""
     called: list[tuple[Any, float]] = []
 
     def failed(pool: Any) -> None:
@@ -353,6 +356,7 @@ def test_reconnect_failed_on_time(make: Factory, chaos_proxy: ChaosProxy) -> Non
         sleep(0.02)
     assert called and called[0][0] is pool
     assert 0.9 <= called[0][1] - start <= 3.0
+    assert [r for r in caplog.records if "reconnection attempt in pool" in r.message]
     chaos_proxy.heal()
     with pool.connection(timeout=10.0) as conn:
         assert _one(conn, "SELECT 1") == 1
