@@ -39,7 +39,7 @@ test-versions: $(STAMP) system-deps
 	for v in $$($(PY) -c "from pgharbor.testing import find_bindirs; print(' '.join(sorted({str(m) for m, _ in find_bindirs()})))"); do \
 		[ "$$v" = "$$default" ] && continue; \
 		echo "== PostgreSQL $$v"; \
-		PGHARBOR_TEST_PG_VERSION=$$v $(PY) -m pytest -q -p no:randomly tests/integration tests/testing || exit $$?; \
+		PGHARBOR_TEST_PG_VERSION=$$v $(PY) -m pytest -q -p no:randomly tests/integration tests/compat tests/testing || exit $$?; \
 	done
 
 lint: $(STAMP)

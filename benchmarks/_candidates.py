@@ -220,16 +220,26 @@ def _aprototype(raw: Callable[[Target], Any]) -> Callable[[Target], Any]:
 # -- peers ------------------------------------------------------------------------
 
 
-def _psycopg_pool(check: bool) -> Callable[[Target], Any]:
+def _pool_module(compat: bool) -> Any:
+    """psycopg_pool, or pgharbor's drop-in for it (same arguments)."""
+    if compat:
+        from pgharbor.compat import psycopg_pool as dropin
+
+        return dropin
+    return psycopg_pool
+
+
+def _psycopg_pool(check: bool, compat: bool = False) -> Callable[[Target], Any]:
     @contextmanager
     def opener(t: Target) -> Iterator[Any]:
-        pool = psycopg_pool.ConnectionPool(
+        module = _pool_module(compat)
+        pool = module.ConnectionPool(
             t.conninfo,
             min_size=P,
             max_size=P,
             open=True,
             kwargs={"autocommit": True},
-            check=psycopg_pool.ConnectionPool.check_connection if check else None,
+            check=module.ConnectionPool.check_connection if check else None,
         )
         try:
             pool.wait()
@@ -240,18 +250,19 @@ def _psycopg_pool(check: bool) -> Callable[[Target], Any]:
     return opener
 
 
-def _apsycopg_pool(check: bool) -> Callable[[Target], Any]:
+def _apsycopg_pool(check: bool, compat: bool = False) -> Callable[[Target], Any]:
     @asynccontextmanager
     async def opener(t: Target) -> AsyncIterator[Any]:
         # open=True in the constructor is deprecated for the async pool:
         # open it explicitly, which is the same thing.
-        pool = psycopg_pool.AsyncConnectionPool(
+        module = _pool_module(compat)
+        pool = module.AsyncConnectionPool(
             t.conninfo,
             min_size=P,
             max_size=P,
             open=False,
             kwargs={"autocommit": True},
-            check=psycopg_pool.AsyncConnectionPool.check_connection if check else None,
+            check=module.AsyncConnectionPool.check_connection if check else None,
         )
         try:
             await pool.open(wait=True)
@@ -324,6 +335,14 @@ async def _asyncpg_pool(t: Target) -> AsyncIterator[Any]:
         yield pool.acquire
 
 
+@asynccontextmanager
+async def _compat_asyncpg_pool(t: Target) -> AsyncIterator[Any]:
+    from pgharbor.compat.asyncpg import create_pool
+
+    async with create_pool(t.url, min_size=P, max_size=P) as pool:
+        yield pool.acquire
+
+
 # -- the list, in the order they take turns -----------------------------------------
 
 #: The smallest fair pool (``_prototype.py``): the ceiling of a FIFO hand-off.
@@ -345,6 +364,7 @@ CANDIDATES: list[Candidate] = [
     ),
     Candidate("psycopg_pool", "psycopg", "sync", "psycopg", _psycopg_pool(False), peer=True),
     Candidate("psycopg_pool+check", "psycopg", "sync", "psycopg", _psycopg_pool(True)),
+    Candidate("compat.psycopg_pool", "psycopg", "sync", "psycopg", _psycopg_pool(False, True)),
     Candidate("sqlalchemy", "psycopg", "sync", "psycopg", _sqlalchemy(False)),
     Candidate("sqlalchemy+pre_ping", "psycopg", "sync", "psycopg", _sqlalchemy(True)),
     # psycopg2
@@ -414,6 +434,14 @@ CANDIDATES: list[Candidate] = [
         _apsycopg_pool(True),
         is_async=True,
     ),
+    Candidate(
+        "compat.psycopg_pool",
+        "psycopg async",
+        "async",
+        "psycopg",
+        _apsycopg_pool(False, True),
+        is_async=True,
+    ),
     # asyncpg
     Candidate("raw", "asyncpg", "raw", "asyncpg", _raw_asyncpg, is_async=True),
     Candidate("pgharbor", "asyncpg", "async", "asyncpg", _pgharbor_async("asyncpg"), is_async=True),
@@ -447,6 +475,7 @@ CANDIDATES: list[Candidate] = [
         workloads=("select1",),
     ),
     Candidate("asyncpg.Pool", "asyncpg", "async", "asyncpg", _asyncpg_pool, True, peer=True),
+    Candidate("compat.asyncpg", "asyncpg", "async", "asyncpg", _compat_asyncpg_pool, True),
     # context: the C client
     Candidate("pgbench", "libpq (C)", "pgbench", "libpq"),
 ]

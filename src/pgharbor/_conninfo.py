@@ -19,7 +19,7 @@ import difflib
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -432,12 +432,16 @@ def _ports(port: str) -> list[str]:
     return ports
 
 
-def validate_params(params: Any, field: str = "conninfo") -> None:
+def validate_params(
+    params: Any, field: str = "conninfo", extra: Collection[str] = (), driver: str = ""
+) -> None:
     """Check libpq keyword parameters now, as libpq would only at connect time.
 
-    Every key must be a parameter the installed libpq knows; values must be
-    text or numbers; ``sslmode`` and the other enumerations must hold one of
-    their values, ports 1..65535 (as many as hosts), ``hostaddr`` IP
+    Every key must be a parameter the installed libpq knows, or one of
+    ``extra`` (arguments of the ``driver``'s own connect, such as psycopg's
+    ``row_factory``: any value, passed as it is, not checked here); values
+    must be text or numbers; ``sslmode`` and the other enumerations must hold
+    one of their values, ports 1..65535 (as many as hosts), ``hostaddr`` IP
     addresses, ``connect_timeout`` and the keepalive settings whole numbers.
     Secret values are never quoted.
 
@@ -455,10 +459,13 @@ def validate_params(params: Any, field: str = "conninfo") -> None:
     for key, value in params.items():
         if not isinstance(key, str):
             raise ConfigError(field, f"parameter names must be strings, got {type(key).__name__}")
+        if key in extra:
+            continue
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
+            close = difflib.get_close_matches(key, sorted({*known, *extra}), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(key, f"is not a libpq connection parameter{hint}")
+            also = f" nor an argument of the {driver} driver's connect" if extra else ""
+            raise ConfigError(key, f"is not a libpq connection parameter{also}{hint}")
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise ConfigError(key, f"must be text or a number, got {type(value).__name__}")
         text[key] = str(value)
@@ -487,13 +494,13 @@ def validate_params(params: Any, field: str = "conninfo") -> None:
 
 
 def with_defaults(
-    params: dict[str, str],
+    params: dict[str, Any],
     *,
     connect_timeout: float,
     application_name: str | None = None,
-) -> dict[str, str]:
+) -> dict[str, Any]:
     """Copy of ``params`` with pgharbor's defaults where the caller set none."""
-    out = dict(TCP_DEFAULTS)
+    out: dict[str, Any] = dict(TCP_DEFAULTS)
     if application_name:
         out["application_name"] = application_name
     out.update(params)

@@ -166,3 +166,57 @@ async def test_lifecycle_calls_on_a_closed_pool_raise(pool: AsyncPool) -> None:
     for call in calls:
         with pytest.raises(PoolClosed):
             await call()
+
+
+async def test_asyncpg_transaction_left_open_does_not_reach_the_next_borrower(
+    pg_server: PostgresServer, app_name: str
+) -> None:
+    """A borrower who leaves an asyncpg ``Transaction`` started (or ends it
+    with a bare ``COMMIT``) gets it rolled back and forgotten: the next
+    borrower's ``con.transaction()`` is a real transaction, not a savepoint
+    inside a transaction that no longer exists."""
+    async with AsyncPool(
+        pg_server.conninfo(application_name=app_name), driver="asyncpg", min_size=1, max_size=1
+    ) as pool:
+        async with pool.connection() as con:
+            await con.transaction().start()  # left open: rolled back at return
+        async with pool.connection() as con, con.transaction():
+            assert await con.fetchval("SELECT 1") == 1
+        async with pool.connection() as con:
+            await con.transaction().start()
+            await con.execute("COMMIT")  # ended behind asyncpg's back
+        async with pool.connection() as con, con.transaction():
+            assert await con.fetchval("SELECT 2") == 2
+        assert pool.stats()["connections_created"] == 1
+
+
+@pytest.mark.parametrize("reset", ["rollback", "session"])
+async def test_asyncpg_listeners_do_not_reach_the_next_borrower(
+    pg_server: PostgresServer, app_name: str, reset: Any
+) -> None:
+    """A borrower's asyncpg notification callbacks are forgotten at return:
+    they are not called during the next borrow, and the next borrower's own
+    listener on the same channel hears (whatever the reset preset)."""
+    heard: list[str] = []
+    async with AsyncPool(
+        pg_server.conninfo(application_name=app_name),
+        driver="asyncpg",
+        min_size=1,
+        max_size=1,
+        reset=reset,
+    ) as pool:
+        async with pool.connection() as con:
+            await con.add_listener("harbor_chan", lambda *a: heard.append("first"))
+        async with pool.connection() as con:
+            got = asyncio.Event()
+
+            def second(*args: Any) -> None:
+                heard.append("second")
+                got.set()
+
+            await con.add_listener("harbor_chan", second)
+            pg_server.execute("NOTIFY harbor_chan")
+            await asyncio.wait_for(got.wait(), 5.0)
+            await con.remove_listener("harbor_chan", second)
+        assert heard == ["second"]
+        assert pool.stats()["connections_created"] == 1

@@ -251,6 +251,33 @@ def test_maintain_trims_surplus_idle_and_schedules() -> None:
     assert len(io.close) == 1 and state.size == 1
 
 
+def test_checkin_without_keep_hands_over_or_closes() -> None:
+    """``keep=False``: a returned connection goes to the oldest waiter if one
+    waits, else it is closed (counted as expired, reason "idle"), whatever
+    min_size says; an unhealthy one is discarded as always."""
+    state = make(min_size=0, max_size=2)
+    state.enqueue(Waiting("w0"), 0.0)
+    n, _ = state.plan_connects(0.0)
+    assert n == 1
+    (_, lent) = state.connected(Conn(), 0.0).handoff[0]
+    waiter = Waiting("w1", 0.1)
+    queued = state.enqueue(waiter, 0.1)
+    assert queued is None or not queued.handoff
+    handed = state.checkin(lent, 0.2, healthy=True, keep=False)
+    assert handed is not None and handed.handoff == [(waiter, lent)] and not handed.close
+    closed = state.checkin(lent, 0.3, healthy=True, keep=False)
+    assert closed is not None and closed.close == [lent] and lent.reason == "idle"
+    assert state.size == 0 and not state.idle
+    assert state.stats()["connections_expired"] == 1
+    assert state.stats()["connections_lost"] == 0
+    kept = make(min_size=1, max_size=1)
+    (slot,) = fill(kept)
+    assert kept.checkout(0.0) is slot
+    refill = kept.checkin(slot, 0.1, healthy=True, keep=False)
+    assert refill is not None and refill.close == [slot]
+    assert kept.plan_connects(0.2) == (1, None)  # min_size is refilled as usual
+
+
 def test_maintain_picks_keepalive_pings_and_leaks() -> None:
     """Idle connections past keepalive are pinged; long-held ones are leaks."""
     state = make(min_size=2, max_size=2, keepalive=100.0, max_idle=None, leak_threshold=5.0)
@@ -404,11 +431,11 @@ class PoolMachine(RuleBasedStateMachine):
         _, slot = self.served.popitem()
         return slot
 
-    @rule(slot=consumes(lent), healthy=st.booleans())
-    def release(self, slot: Slot | None, healthy: bool) -> None:
+    @rule(slot=consumes(lent), healthy=st.booleans(), keep=st.booleans())
+    def release(self, slot: Slot | None, healthy: bool, keep: bool) -> None:
         if slot is None:
             return
-        self.apply(self.state.checkin(slot, self.now, healthy))
+        self.apply(self.state.checkin(slot, self.now, healthy, keep))
 
     @rule(ok=st.booleans())
     def connect(self, ok: bool) -> None:

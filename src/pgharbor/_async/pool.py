@@ -452,11 +452,15 @@ class AsyncPool(Generic[ConnT]):
         conn: ConnT = slot.conn
         return conn
 
-    async def release(self, conn: ConnT) -> None:
+    async def release(self, conn: ConnT, *, keep: bool = True) -> None:
         """Give back a connection taken with `acquire`.
 
         A connection may be released by another task (thread, in `Pool`)
         than the one that acquired it, once that one has handed it over.
+        ``keep=False``: do not keep it idle — it goes to the oldest waiting
+        caller if there is one (cleaned as usual), else it is closed before
+        this returns (a pool without idle connections, as psycopg_pool's
+        ``NullConnectionPool``).
 
         Raises:
             ValueError: ``conn`` is not currently lent out by this pool, or
@@ -475,8 +479,10 @@ class AsyncPool(Generic[ConnT]):
                 f"stale release: connection #{slot.id} of pool {self.name!r} was already "
                 "released by this caller and is now lent to another; nothing changed"
             )
-        slot.released_by, slot.owner = slot.owner, None
-        if not self._put_back(slot, True):
+        if not keep:
+            slot.released_by, slot.owner = slot.owner, None
+            await self._release_slow(slot, True, keep=False)
+        elif not self._put_back(slot, True):
             await self._release_slow(slot, True)
 
     @property
@@ -732,7 +738,7 @@ class AsyncPool(Generic[ConnT]):
             self._perform(io)
         return True
 
-    async def _release_slow(self, slot: Slot, raw: bool) -> None:
+    async def _release_slow(self, slot: Slot, raw: bool, keep: bool = True) -> None:
         # Unhealthy unless cleaning completes: a rollback interrupted (by
         # cancellation, say) leaves the connection in an unknown state.
         # Returned to a closed pool: closed below, not cleaned (nor counted lost).
@@ -746,7 +752,7 @@ class AsyncPool(Generic[ConnT]):
             if self.observation.observer is not None:
                 self.observation.observer.released(slot.conn, now - slot.acquired_at)
             with self._lock:
-                io = self._state.checkin(slot, now, healthy)
+                io = self._state.checkin(slot, now, healthy, keep)
             if slot.leak_reported:
                 logger.warning(
                     "pool %r: connection #%d reported as leaked was returned after %.1f s",
@@ -755,9 +761,9 @@ class AsyncPool(Generic[ConnT]):
                     monotonic() - slot.acquired_at,
                 )
             if io is not None:
-                if self._state.closed and io.close:
-                    # Returned to a closed pool: closed before the return
-                    # completes, not later in the background.
+                if (self._state.closed or not keep) and io.close:
+                    # Returned to a closed pool, or not to be kept: closed
+                    # before the return completes, not later in the background.
                     closing, io.close = io.close, []
                     for gone in closing:
                         self.observation.removed(gone.conn, gone.reason)

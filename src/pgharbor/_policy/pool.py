@@ -325,10 +325,12 @@ class PoolState:
             slot.verdict = CHECK
         return slot
 
-    def checkin(self, slot: Slot, now: float, healthy: bool) -> Io | None:
+    def checkin(self, slot: Slot, now: float, healthy: bool, keep: bool = True) -> Io | None:
         """Take a connection back. ``healthy`` is False when the caller saw it
         broken (or could not clean it); it is then discarded and older idle
-        connections become suspect."""
+        connections become suspect. ``keep`` False: it goes to the oldest
+        waiter if any, else it is closed rather than kept idle (a pool that
+        keeps no idle connection: psycopg_pool's ``NullConnectionPool``)."""
         self.in_use -= 1
         slot.in_use = False
         slot.holder = None
@@ -350,6 +352,9 @@ class PoolState:
             io = Io()
             io.handoff = [(waiter, slot)]
             return io
+        if not keep:
+            self.n_expired += 1
+            return self._remove(slot, Io(), "idle")
         self.idle.append(slot)
         if self.next_due is None:
             return self._schedule(now)

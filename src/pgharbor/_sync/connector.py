@@ -90,7 +90,11 @@ class Connector:
         driver: a driver name ("psycopg", "asyncpg") or an adapter object
             implementing `pgharbor.drivers.Driver` (tests use fakes).
         password: a string, or a callable returning one at every attempt.
-        kwargs: extra libpq parameters (``application_name``, ``options``...).
+        kwargs: extra libpq parameters (``application_name``, ``options``...),
+            validated and passed as text; and arguments of the driver's own
+            connect (its ``connect_options``: psycopg's ``row_factory`` or
+            ``prepare_threshold``, asyncpg's ``statement_cache_size``...),
+            passed as they are.
         prepared_statements: False turns the driver's prepared statements off.
         minimum_version: refuse servers older than this major version.
         configure: called with each new connection (sync or async).
@@ -128,13 +132,6 @@ class Connector:
         if password is not None and not (isinstance(password, str) or callable(password)):
             raise ConfigError("password", "must be a string or a callable returning one")
         self._password = password
-        validate_params(kwargs or {}, "kwargs")
-        self._kwargs = {k: str(v) for k, v in (kwargs or {}).items()}
-        # A bad sslmode, port or keyword fails here, not after a timeout.
-        validate_params({**(self._params or {}), **self._kwargs})
-        self.secrets: list[str] = secrets_of({**(self._params or {}), **self._kwargs})
-        if isinstance(password, str):
-            self.secrets.append(password)
         if isinstance(driver, str):
             self.driver: Driver = get_driver(
                 driver, prepared_statements=prepared_statements
@@ -143,6 +140,19 @@ class Connector:
             self.driver = driver
         else:
             raise ConfigError("driver", "must be a driver name or a driver adapter object")
+        # libpq keywords travel as text; the driver's own connect arguments
+        # (a row_factory, a statement cache size...) as they are.
+        options = frozenset(getattr(self.driver, "connect_options", ()))
+        validate_params(kwargs or {}, "kwargs", options, getattr(self.driver, "name", ""))
+        self._kwargs: dict[str, Any] = {
+            k: v if k in options else str(v) for k, v in (kwargs or {}).items()
+        }
+        libpq = {k: v for k, v in self._kwargs.items() if k not in options}
+        # A bad sslmode, port or keyword fails here, not after a timeout.
+        validate_params({**(self._params or {}), **libpq})
+        self.secrets: list[str] = secrets_of({**(self._params or {}), **libpq})
+        if isinstance(password, str):
+            self.secrets.append(password)
         if minimum_version is not None and (
             isinstance(minimum_version, bool) or not isinstance(minimum_version, int)
         ):
@@ -198,8 +208,9 @@ class Connector:
         """Whether ``exc`` says the connection is lost (see the driver)."""
         return self.driver.is_error_disconnect(exc)
 
-    def params(self) -> dict[str, str]:
-        """The libpq parameters of the next attempt (asks the callables)."""
+    def params(self) -> dict[str, Any]:
+        """The libpq parameters of the next attempt (asks the callables), and
+        the driver's own connect arguments given in ``kwargs``."""
         params = self._params
         if params is None:
             assert callable(self._conninfo)

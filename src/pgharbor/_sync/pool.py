@@ -124,7 +124,7 @@ class Pool(Generic[ConnT]):
                 conn.execute("SELECT 1")
 
     For type checkers the pool is generic in its connection type, chosen by
-    ``driver``: ``Pool(url)`` lends ``psycopg.AsyncConnection[tuple[Any,
+    ``driver``: ``Pool(url)`` lends ``psycopg.Connection[tuple[Any,
     ...]]``, ``Pool(url, driver="asyncpg")`` ``asyncpg.Connection``; an
     adapter object, the type its ``connect`` returns; a driver name that is
     not a literal, ``Any``.
@@ -454,11 +454,15 @@ class Pool(Generic[ConnT]):
         conn: ConnT = slot.conn
         return conn
 
-    def release(self, conn: ConnT) -> None:
+    def release(self, conn: ConnT, *, keep: bool = True) -> None:
         """Give back a connection taken with `acquire`.
 
         A connection may be released by another task (thread, in `Pool`)
         than the one that acquired it, once that one has handed it over.
+        ``keep=False``: do not keep it idle — it goes to the oldest waiting
+        caller if there is one (cleaned as usual), else it is closed before
+        this returns (a pool without idle connections, as psycopg_pool's
+        ``NullConnectionPool``).
 
         Raises:
             ValueError: ``conn`` is not currently lent out by this pool, or
@@ -477,8 +481,10 @@ class Pool(Generic[ConnT]):
                 f"stale release: connection #{slot.id} of pool {self.name!r} was already "
                 "released by this caller and is now lent to another; nothing changed"
             )
-        slot.released_by, slot.owner = slot.owner, None
-        if not self._put_back(slot, True):
+        if not keep:
+            slot.released_by, slot.owner = slot.owner, None
+            self._release_slow(slot, True, keep=False)
+        elif not self._put_back(slot, True):
             self._release_slow(slot, True)
 
     @property
@@ -734,7 +740,7 @@ class Pool(Generic[ConnT]):
             self._perform(io)
         return True
 
-    def _release_slow(self, slot: Slot, raw: bool) -> None:
+    def _release_slow(self, slot: Slot, raw: bool, keep: bool = True) -> None:
         # Unhealthy unless cleaning completes: a rollback interrupted (by
         # cancellation, say) leaves the connection in an unknown state.
         # Returned to a closed pool: closed below, not cleaned (nor counted lost).
@@ -748,7 +754,7 @@ class Pool(Generic[ConnT]):
             if self.observation.observer is not None:
                 self.observation.observer.released(slot.conn, now - slot.acquired_at)
             with self._lock:
-                io = self._state.checkin(slot, now, healthy)
+                io = self._state.checkin(slot, now, healthy, keep)
             if slot.leak_reported:
                 logger.warning(
                     "pool %r: connection #%d reported as leaked was returned after %.1f s",
@@ -757,9 +763,9 @@ class Pool(Generic[ConnT]):
                     monotonic() - slot.acquired_at,
                 )
             if io is not None:
-                if self._state.closed and io.close:
-                    # Returned to a closed pool: closed before the return
-                    # completes, not later in the background.
+                if (self._state.closed or not keep) and io.close:
+                    # Returned to a closed pool, or not to be kept: closed
+                    # before the return completes, not later in the background.
                     closing, io.close = io.close, []
                     for gone in closing:
                         self.observation.removed(gone.conn, gone.reason)

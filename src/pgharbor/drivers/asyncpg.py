@@ -3,8 +3,10 @@
 asyncpg does not speak libpq keywords, so :func:`asyncpg_kwargs` translates
 them; the TCP settings libpq applies itself (keepalives, ``tcp_user_timeout``)
 are set on the socket after connecting. asyncpg is autocommit unless the user
-sends ``BEGIN``. The two reads of asyncpg internals live in :func:`_socket` and
-:func:`_is_cancelling`.
+sends ``BEGIN``. The touches of asyncpg internals live in :func:`_socket`,
+:func:`_is_cancelling`, and `AsyncpgDriver.pristine`/`restore` (asyncpg's
+``_top_xact`` and listeners, which its own pool forgets at release the same
+way).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pgharbor.drivers._sockets import watch_fd
 from pgharbor.drivers.base import ConnStatus
 from pgharbor.errors import ConfigError
 
-__all__ = ["AsyncpgDriver", "asyncpg_kwargs", "parse_options"]
+__all__ = ["CONNECT_OPTIONS", "AsyncpgDriver", "asyncpg_kwargs", "parse_options", "set_tcp_options"]
 
 # libpq keywords that have no asyncpg equivalent and are safe to drop: the
 # connect bound comes from ``timeout``; the TCP ones are applied to the socket.
@@ -40,6 +42,25 @@ _HANDLED_ELSEWHERE = frozenset(
     }
 )
 _OPTION_TOKEN = re.compile(r"(?:\\.|\S)+")
+#: Arguments of ``asyncpg.connect`` that have no libpq keyword, which a pool's
+#: ``kwargs`` may carry: passed as they are (``server_settings`` is merged
+#: with the settings made from ``application_name`` and ``options``, which
+#: win; ``ssl`` replaces what ``sslmode`` would give).
+CONNECT_OPTIONS = frozenset(
+    {
+        "statement_cache_size",
+        "max_cached_statement_lifetime",
+        "max_cacheable_statement_size",
+        "command_timeout",
+        "server_settings",
+        "record_class",
+        "connection_class",
+        "ssl",
+        "direct_tls",
+        "krbsrvname",
+        "gsslib",
+    }
+)
 
 
 def parse_options(options: str) -> dict[str, str] | None:
@@ -96,17 +117,21 @@ def _split(value: Any) -> list[str]:
 
 
 def asyncpg_kwargs(params: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Translate libpq keyword parameters to ``asyncpg.connect()`` arguments.
+    """Translate libpq keyword parameters to ``asyncpg.connect()`` arguments;
+    those in `CONNECT_OPTIONS` are asyncpg's own and pass as they are.
 
     Raises:
         ConfigError: a parameter asyncpg cannot honour (named, value omitted).
     """
     kwargs: dict[str, Any] = {"timeout": timeout}
     settings: dict[str, str] = {}
+    passed: dict[str, Any] = {}
     for key, value in params.items():
         if value is None or key in _HANDLED_ELSEWHERE:
             continue
-        if key == "host":
+        if key in CONNECT_OPTIONS:
+            passed[key] = value
+        elif key == "host":
             hosts = _split(value)
             kwargs["host"] = hosts if len(hosts) > 1 else hosts[0]
         elif key == "port":
@@ -136,8 +161,10 @@ def asyncpg_kwargs(params: dict[str, Any], timeout: float) -> dict[str, Any]:
         kwargs["ssl"] = _ssl_context(params, sslmode)
     elif sslmode is not None:
         raise ConfigError("sslmode", "must be a libpq sslmode")
-    if settings:
+    if settings or "server_settings" in passed:
+        settings = {**(passed.pop("server_settings", None) or {}), **settings}
         kwargs["server_settings"] = settings
+    kwargs.update(passed)
     return kwargs
 
 
@@ -147,7 +174,7 @@ def _socket(conn: Any) -> Any:
     return None if transport is None else transport.get_extra_info("socket")
 
 
-def _set_tcp_options(conn: Any, params: dict[str, Any]) -> None:
+def set_tcp_options(conn: Any, params: dict[str, Any]) -> None:
     """Apply libpq's TCP settings (keepalives on by default) to the socket."""
     sock = _socket(conn)
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
@@ -196,6 +223,8 @@ class AsyncpgDriver:
     """asyncpg ``Connection`` adapter."""
 
     name: ClassVar[str] = "asyncpg"
+    #: See `CONNECT_OPTIONS`.
+    connect_options: ClassVar[frozenset[str]] = CONNECT_OPTIONS
 
     def __init__(self, *, prepared_statements: bool = True) -> None:
         self.prepared_statements = prepared_statements
@@ -217,7 +246,7 @@ class AsyncpgDriver:
         async with asyncio.timeout(timeout):
             conn = await asyncpg.connect(**kwargs)
         try:
-            _set_tcp_options(conn, params)
+            set_tcp_options(conn, params)
         except BaseException:
             conn.terminate()
             raise
@@ -295,15 +324,27 @@ class AsyncpgDriver:
         return watch_fd(sock.fileno(), lambda: is_closed() or _is_cancelling(conn))
 
     def pristine(self, conn: Any) -> bool:
-        """asyncpg has no client-side session attributes: always True."""
-        return True
+        """Whether asyncpg holds nothing of a borrower's: no transaction
+        object, no notification or log listener (its private ``_top_xact``,
+        ``_listeners`` and ``_log_listeners``, read directly: this runs at
+        every return). asyncpg has no other client-side session state."""
+        return conn._top_xact is None and not conn._listeners and not conn._log_listeners
 
     def reusable(self, conn: Any) -> bool:
         """Open, not cancelling, no transaction (asyncpg's cached status)."""
         return not (conn.is_closed() or conn.is_in_transaction() or _is_cancelling(conn))
 
     async def restore(self, conn: Any) -> None:
-        """Nothing to restore (see `pristine`)."""
+        """Forget what a borrower left in asyncpg (no I/O), as asyncpg's own
+        pool does at release: a ``Transaction`` left started (rolled back by
+        then) or ended with a bare ``COMMIT`` would make the next borrower's
+        ``con.transaction()`` a savepoint in a transaction that no longer
+        exists; listener callbacks would hear the next borrower's
+        notifications, and keep asyncpg from sending its ``LISTEN`` again
+        after a ``session`` reset's ``UNLISTEN *``."""
+        conn._top_xact = None
+        conn._listeners.clear()
+        conn._log_listeners.clear()
 
     async def run_script(self, conn: Any, sql: str, timeout: float) -> None:
         """Run ``sql`` (several statements: the simple protocol, as asyncpg

@@ -36,7 +36,13 @@ class ConnStatus(enum.Enum):
 class AsyncDriver(Protocol[C_co]):
     """Adapter over an asyncio driver (psycopg async, asyncpg), generic in the
     connection type its ``connect`` returns (a pool given the adapter lends
-    that type)."""
+    that type).
+
+    An adapter may also have a ``connect_options`` attribute: the names of
+    its connect's arguments that are not libpq keywords (psycopg's
+    ``row_factory``...). A pool's ``kwargs`` may carry them; they reach
+    `connect` in ``params`` as they are, not as text.
+    """
 
     name: ClassVar[str]
 
@@ -45,7 +51,8 @@ class AsyncDriver(Protocol[C_co]):
 
         ``params`` are libpq keyword parameters (as from
         ``psycopg.conninfo.conninfo_to_dict``), already including TCP keepalive
-        settings and startup options. Raises the driver's error (or
+        settings and startup options, and any of the adapter's
+        ``connect_options`` the pool was given. Raises the driver's error (or
         ``TimeoutError``) on failure.
         """
         ...
@@ -127,8 +134,8 @@ class AsyncDriver(Protocol[C_co]):
 
 
 class Driver(Protocol[C_co]):
-    """Adapter over a blocking driver (psycopg, psycopg2). Same methods as
-    :class:`AsyncDriver`, without ``async``."""
+    """Adapter over a blocking driver (psycopg, psycopg2). Same methods (and
+    optional ``connect_options``) as :class:`AsyncDriver`, without ``async``."""
 
     name: ClassVar[str]
 

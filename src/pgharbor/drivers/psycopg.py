@@ -173,6 +173,13 @@ async def _exec_async(conn: Any, query: bytes, timeout: float) -> None:
 class _Common:
     """Methods without I/O, shared by both flavours."""
 
+    #: Arguments of psycopg's ``connect`` besides libpq keywords that a pool's
+    #: ``kwargs`` may carry, passed as they are (``autocommit`` is not one:
+    #: pgharbor's connections are in autocommit mode).
+    connect_options: ClassVar[frozenset[str]] = frozenset(
+        {"prepare_threshold", "row_factory", "cursor_factory", "context"}
+    )
+
     def __init__(self, *, prepared_statements: bool = True) -> None:
         self.prepared_statements = prepared_statements
 

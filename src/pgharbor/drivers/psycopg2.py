@@ -158,6 +158,9 @@ class Psycopg2Driver:
     """psycopg2 ``connection`` adapter (for existing psycopg2 code)."""
 
     name: ClassVar[str] = "psycopg2"
+    #: Arguments of ``psycopg2.connect`` besides libpq keywords that a pool's
+    #: ``kwargs`` may carry, passed as they are.
+    connect_options: ClassVar[frozenset[str]] = frozenset({"connection_factory", "cursor_factory"})
 
     def __init__(self, *, prepared_statements: bool = True) -> None:
         # psycopg2 never prepares server-side: nothing to turn off.

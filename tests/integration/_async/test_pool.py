@@ -373,6 +373,36 @@ async def test_circuit_breaker_fails_fast_and_probes_once(
         assert await query(conn, "SELECT 1") == [(1,)]
 
 
+async def test_release_without_keep_hands_over_or_closes(
+    make_pool: PoolFactory, pg_server: PostgresServer, app_name: str
+) -> None:
+    """release(keep=False) gives the connection to a waiting caller if there
+    is one, else closes it before returning; the pool refills min_size."""
+    pool = make_pool(min_size=1, max_size=1)
+    await pool.open()
+    held = await pool.acquire()
+    pid = await backend_pid(held)
+    got: list[Any] = []
+
+    async def waiter() -> None:
+        got.append(await pool.acquire(timeout=5.0))
+
+    task = aspawn(waiter, name="waiter", group=set())
+    while pool.stats()["waiting"] < 1:
+        await asleep(0.005)
+    await pool.release(held, keep=False)
+    await ajoin(task, 5.0)
+    assert len(got) == 1 and got[0] is held and await backend_pid(held) == pid
+    await pool.release(held, keep=False)
+    assert pool.stats()["size"] == 0 or pid not in pg_server.backends(app_name)
+    await wait_until(lambda: pid not in pg_server.backends(app_name), 5.0, "backend gone")
+    assert pool.stats()["connections_expired"] == 1
+    assert pool.stats()["connections_lost"] == 0
+    await pool.wait(timeout=5.0)  # min_size is refilled with a new connection
+    async with pool.connection() as conn:
+        assert await backend_pid(conn) != pid
+
+
 async def test_max_waiting_rejects_at_once(make_pool: PoolFactory) -> None:
     """Beyond max_waiting queued callers, acquire fails with TooManyRequests at once."""
     pool = make_pool(min_size=1, max_size=1, max_waiting=1)

@@ -375,6 +375,36 @@ def test_circuit_breaker_fails_fast_and_probes_once(
         assert query(conn, "SELECT 1") == [(1,)]
 
 
+def test_release_without_keep_hands_over_or_closes(
+    make_pool: PoolFactory, pg_server: PostgresServer, app_name: str
+) -> None:
+    """release(keep=False) gives the connection to a waiting caller if there
+    is one, else closes it before returning; the pool refills min_size."""
+    pool = make_pool(min_size=1, max_size=1)
+    pool.open()
+    held = pool.acquire()
+    pid = backend_pid(held)
+    got: list[Any] = []
+
+    def waiter() -> None:
+        got.append(pool.acquire(timeout=5.0))
+
+    task = spawn(waiter, name="waiter", group=set())
+    while pool.stats()["waiting"] < 1:
+        sleep(0.005)
+    pool.release(held, keep=False)
+    join(task, 5.0)
+    assert len(got) == 1 and got[0] is held and backend_pid(held) == pid
+    pool.release(held, keep=False)
+    assert pool.stats()["size"] == 0 or pid not in pg_server.backends(app_name)
+    wait_until(lambda: pid not in pg_server.backends(app_name), 5.0, "backend gone")
+    assert pool.stats()["connections_expired"] == 1
+    assert pool.stats()["connections_lost"] == 0
+    pool.wait(timeout=5.0)  # min_size is refilled with a new connection
+    with pool.connection() as conn:
+        assert backend_pid(conn) != pid
+
+
 def test_max_waiting_rejects_at_once(make_pool: PoolFactory) -> None:
     """Beyond max_waiting queued callers, acquire fails with TooManyRequests at once."""
     pool = make_pool(min_size=1, max_size=1, max_waiting=1)

@@ -1,0 +1,1 @@
+"""Drop-in tests written once, async; `tools/unasync.py` generates `_sync`."""
