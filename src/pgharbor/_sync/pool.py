@@ -481,8 +481,8 @@ class Pool(Generic[ConnT]):
                 f"stale release: connection #{slot.id} of pool {self.name!r} was already "
                 "released by this caller and is now lent to another; nothing changed"
             )
+        slot.released_by, slot.owner = slot.owner, None
         if not keep:
-            slot.released_by, slot.owner = slot.owner, None
             self._release_slow(slot, True, keep=False)
         elif not self._put_back(slot, True):
             self._release_slow(slot, True)

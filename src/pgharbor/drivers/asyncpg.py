@@ -331,8 +331,16 @@ class AsyncpgDriver:
         return conn._top_xact is None and not conn._listeners and not conn._log_listeners
 
     def reusable(self, conn: Any) -> bool:
-        """Open, not cancelling, no transaction (asyncpg's cached status)."""
-        return not (conn.is_closed() or conn.is_in_transaction() or _is_cancelling(conn))
+        """Open, not cancelling, no transaction (asyncpg's cached status), and
+        `pristine` (the return path's one question: nothing to forget)."""
+        return not (
+            conn.is_closed()
+            or conn.is_in_transaction()
+            or _is_cancelling(conn)
+            or conn._top_xact is not None
+            or conn._listeners
+            or conn._log_listeners
+        )
 
     async def restore(self, conn: Any) -> None:
         """Forget what a borrower left in asyncpg (no I/O), as asyncpg's own
