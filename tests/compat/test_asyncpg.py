@@ -124,6 +124,49 @@ async def test_init_and_setup_callbacks(make: Factory) -> None:
     assert all(isinstance(c, asyncpg.Connection) for c in inits)
 
 
+async def test_an_init_that_raises_reaches_the_acquirer(make: Factory) -> None:
+    """As asyncpg: an ``init`` that raises on a connection opened for a caller
+    raises to that caller and the connection is closed; the next acquire
+    opens a new one. At pool creation, it fails the creation."""
+    seen: list[Any] = []
+
+    async def init(con: Any) -> None:
+        seen.append(con)
+        if len(seen) == 1:
+            raise RuntimeError("init failed")
+
+    async with make(min_size=0, max_size=1, init=init) as pool:
+        with pytest.raises(RuntimeError, match="init failed"):
+            await pool.acquire(timeout=5.0)
+        assert seen[0].is_closed()
+        async with pool.acquire(timeout=5.0) as con:
+            assert await con.fetchval("SELECT 1") == 1
+            assert con._con is seen[1]
+    seen.clear()
+    pool = make(min_size=1, max_size=1, init=init)
+    with pytest.raises(RuntimeError, match="init failed"):
+        await pool
+    assert pool.pgharbor.stats()["size"] == 0
+
+
+async def test_a_pool_grows_by_one_connection_per_waiting_caller(make: Factory) -> None:
+    """As asyncpg: beyond min_size, each waiting caller gets a connection
+    opened for it, up to max_size (10 concurrent users, max_size 5: 5
+    connections, each initialised once)."""
+    inits: list[Any] = []
+
+    async def init(con: Any) -> None:
+        inits.append(con)
+
+    async def user(pool: Pool) -> None:
+        async with pool.acquire():
+            pass
+
+    async with make(min_size=2, max_size=5, init=init) as pool:
+        await asyncio.gather(*[user(pool) for _ in range(10)])
+    assert len(inits) == 5
+
+
 async def test_methods_on_the_pool(make: Factory) -> None:
     """fetch, fetchrow, fetchval, execute, executemany, fetchmany and
     copy_records_to_table run on one of the pool's connections."""

@@ -239,6 +239,45 @@ def test_reconnect_failed_fires_once_per_outage() -> None:
     assert fired.count(True) == 1
 
 
+def test_fifo_lends_the_least_recently_returned_first() -> None:
+    """With ``fifo`` (psycopg_pool's drop-in) connections are lent in turn."""
+    state = make(check_window=0.5)
+    state.fifo = True
+    a, b = fill(state)
+    assert state.checkout(0.1) is a
+    state.checkin(a, 0.2, healthy=True)
+    assert state.checkout(0.3) is b
+
+
+def test_max_connecting_bounds_parallel_attempts() -> None:
+    """``max_connecting`` (psycopg_pool's num_workers) caps attempts at once,
+    warm-up and autoscaled targets included."""
+    state = make(min_size=4, max_size=4)
+    state.max_connecting = 1
+    assert state.plan_connects(0.0) == (1, None)
+    assert state.plan_connects(0.0) == (0, None)
+    state.connected(Conn(), 0.1)
+    assert state.plan_connects(0.1) == (1, None)
+
+
+def test_reconnect_failed_rearmed_by_a_caller_after_it() -> None:
+    """psycopg_pool's rule: after reconnect_failed fired, a caller re-arms it
+    (a new reconnect_timeout from then); nothing to re-arm otherwise."""
+    state = make(min_size=1, max_size=1, reconnect_timeout=10.0)
+    assert not state.rearm_reconnect_failed(0.0)
+    state.plan_connects(0.0)
+    assert not state.connect_failed(OSError("x"), 0.0).reconnect_failed
+    assert not state.rearm_reconnect_failed(1.0)  # not fired yet
+    state.plan_connects(11.0)
+    assert state.connect_failed(OSError("x"), 11.0).reconnect_failed
+    assert state.rearm_reconnect_failed(12.0)
+    assert state.failing_since == 12.0
+    state.plan_connects(20.0)
+    assert not state.connect_failed(OSError("x"), 20.0).reconnect_failed
+    state.plan_connects(23.0)
+    assert state.connect_failed(OSError("x"), 23.0).reconnect_failed
+
+
 def test_maintain_trims_surplus_idle_and_schedules() -> None:
     """Idle connections above min_size close after max_idle; others are kept."""
     state = make(min_size=1, max_size=3, max_idle=60.0, keepalive=None)

@@ -272,6 +272,7 @@ class AsyncPool(Generic[ConnT]):
         self._opened = False
         self._pid = os.getpid()
         self._forked = False
+        self._warn_unclosed = True  # see `_peer_semantics`
         # The thread whose event loop runs the pool (None until opened): a
         # pool is bound to one loop, and the hot path checks the thread.
         self._thread: int | None = None
@@ -304,6 +305,8 @@ class AsyncPool(Generic[ConnT]):
         for slot in io.close:
             self.connector.terminate(slot.conn)
         self._keeper.wakeup.set_threadsafe()  # the maintenance loop ends
+        if not self._warn_unclosed:
+            return  # a drop-in for a peer that says nothing
         warnings.warn(
             f"pool {self.name!r} was never closed: call close(), or use it as a "
             "context manager; its idle connections were dropped",
@@ -560,6 +563,41 @@ class AsyncPool(Generic[ConnT]):
                     after = self._state.check_failed(slot, monotonic())
             if after is not None:
                 self._perform(after)
+
+    # -- for the drop-ins (pgharbor.compat) -------------------------------------
+
+    def _peer_semantics(
+        self,
+        *,
+        fifo: bool = False,
+        max_connecting: int = 0,
+        grow_per_waiter: bool = False,
+        warn_unclosed: bool = True,
+    ) -> None:
+        """A peer pool's rules, for its drop-in: lend the least recently
+        returned connection first (``fifo``), open at most ``max_connecting``
+        connections at once (0: no limit), beyond ``min_size`` open one
+        connection per waiting caller (``grow_per_waiter``) rather than one
+        at a time, say nothing of a pool dropped without ``close()``
+        (``warn_unclosed`` False)."""
+        with self._lock:
+            self._state.fifo = fifo
+            self._state.max_connecting = max_connecting
+            self._state.grow_per_waiter = grow_per_waiter
+        self._warn_unclosed = warn_unclosed
+
+    def _rearm_reconnect_failed(self) -> None:
+        """A caller finds no idle connection after ``reconnect_failed`` was
+        called and connecting still fails: a new ``reconnect_timeout`` starts
+        (psycopg_pool's rule, for its drop-in; see
+        `PoolState.rearm_reconnect_failed`)."""
+        st = self._state
+        if not st.reconnect_failed_fired or st.idle:
+            return  # the usual case: two attribute reads
+        with self._lock:
+            rearmed = st.rearm_reconnect_failed(monotonic())
+        if rearmed:
+            self._keeper.wakeup.set()
 
     async def resize(self, min_size: int, max_size: int | None = None) -> None:
         """Change the sizes at runtime (validated first; nothing changes on error).

@@ -187,6 +187,7 @@ class AsyncConnectionPool(Generic[ACT]):
         self._reset = reset
         self._reconnect_failed = reconnect_failed
         self._stats = Stats()
+        self._pending = 0  # null pool: requests waiting for their connection
         driver = PoolDriver(connection_class, kwargs_fn)
         owner = weakref.ref(self)
         #: The pgharbor pool that opens, checks and observes the connections:
@@ -206,6 +207,12 @@ class AsyncConnectionPool(Generic[ACT]):
             configure=configure_hook(owner, configure, driver),
             reconnect_failed=_reconnect_failed_hook(owner),
             **extras(pgharbor),
+        )
+        # psycopg_pool's lending order (FIFO: every connection used in turn),
+        # num_workers connections opened at once, no warning for a pool
+        # dropped unclosed.
+        self.pgharbor._peer_semantics(
+            fifo=True, max_connecting=self.num_workers, warn_unclosed=False
         )
         self._opened = False
         self._closed = True
@@ -341,6 +348,7 @@ class AsyncConnectionPool(Generic[ACT]):
         self._stats.counts["requests_num"] += 1
         self._check_open_getconn()
         await self._settle()
+        self.pgharbor._rearm_reconnect_failed()
         delay: float | None = None
         while True:
             conn = await self._acquire(deadline, timeout)
@@ -418,11 +426,15 @@ class AsyncConnectionPool(Generic[ACT]):
         ``usage_ms``, ``returns_bad``, ``connections_num``,
         ``connections_ms``, ``connections_errors``, ``connections_lost``.
         pgharbor's own are in ``pool.pgharbor.stats()``."""
-        return self._stats.report(self.pgharbor.stats(), self._min_size, self._max_size, pop=False)
+        return self._stats.report(
+            self.pgharbor.stats(), self._min_size, self._max_size, pop=False, null=self._null
+        )
 
     def pop_stats(self) -> dict[str, int]:
         """`get_stats`, then the counters restart at zero."""
-        return self._stats.report(self.pgharbor.stats(), self._min_size, self._max_size, pop=True)
+        return self._stats.report(
+            self.pgharbor.stats(), self._min_size, self._max_size, pop=True, null=self._null
+        )
 
     async def reconnect_failed(self) -> None:
         """Called when connecting has failed for ``reconnect_timeout``
@@ -471,6 +483,13 @@ class AsyncConnectionPool(Generic[ACT]):
         """A connection from the pgharbor pool, its errors as psycopg_pool's."""
         start = monotonic()
         counts = self._stats.counts
+        null = self._null
+        if null:
+            # psycopg_pool's null pool counts a request as queued when
+            # max_size others already hold or are getting a connection.
+            if self._max_size and self.pgharbor._state.in_use + self._pending >= self._max_size:
+                counts["requests_queued"] += 1
+            self._pending += 1
         try:
             return await self.pgharbor.acquire(max(0.0, deadline - start))
         except HarborTimeout as exc:
@@ -494,6 +513,8 @@ class AsyncConnectionPool(Generic[ACT]):
             raise
         finally:
             counts["requests_wait_ms"] += int(1000.0 * (monotonic() - start))
+            if null:
+                self._pending -= 1
 
     async def _return(self, conn: Any, from_getconn: bool) -> None:
         """psycopg_pool's return path, then back to the pgharbor pool."""

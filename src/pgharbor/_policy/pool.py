@@ -220,6 +220,15 @@ class PoolState:
         self._max_uses = options.max_uses or _UNLIMITED
         self._rng = rng or random.Random()
         self.idle: deque[Slot] = deque()  # right end = most recently returned (LIFO)
+        # Lend the least recently returned first (psycopg_pool's FIFO order,
+        # for the drop-in): every connection gets used in turn.
+        self.fifo = False
+        # At most this many connection attempts at once (0: no limit beyond
+        # the size; psycopg_pool's ``num_workers``, for the drop-in).
+        self.max_connecting = 0
+        # Beyond min_size, open one connection per waiting caller (asyncpg's
+        # pool, for its drop-in) instead of one at a time.
+        self.grow_per_waiter = False
         self.slots: dict[int, Slot] = {}  # id(conn) -> slot, for every open connection
         self.waiters: deque[Any] = deque()
         self.in_use = 0
@@ -289,21 +298,26 @@ class PoolState:
             # While failing, a single attempt at a time: the next one waits for
             # the backoff, and a dead server is not hammered by the whole pool.
             return 0 if self.connecting else 1
+        if self.max_connecting:
+            room = min(room, self.max_connecting - self.connecting)
         if self.target is not None:
             # Autoscaled: the target is the size; all of it is opened at once.
-            return room
+            return max(0, room)
         want = opts.min_size - total
         # Beyond min_size, grow one connection at a time for waiters that
         # outnumber connections already on their way, so a spike of short
         # requests does not open max_size connections that then sit idle.
-        if len(self.waiters) > self.connecting and self.connecting == 0:
+        if self.grow_per_waiter:
+            want = max(want, len(self.waiters) - self.connecting)
+        elif len(self.waiters) > self.connecting and self.connecting == 0:
             want = max(want, 1)
         return max(0, min(want, room))
 
     # -- the hot path --------------------------------------------------------
 
     def checkout(self, now: float) -> Slot | None:
-        """Pop the most recently used idle connection, or None.
+        """Pop the most recently used idle connection (the least recently
+        used with `fifo`), or None.
 
         The returned slot is marked in use and carries a ``verdict``: `OK`
         (hand it out), `CHECK` (ping it first, then `check_passed` /
@@ -311,7 +325,7 @@ class PoolState:
         """
         if not self.idle:
             return None
-        slot = self.idle.pop()
+        slot = self.idle.popleft() if self.fifo else self.idle.pop()
         slot.in_use = True
         slot.uses += 1
         slot.acquired_at = now
@@ -691,6 +705,18 @@ class PoolState:
         io.wake = True
         self._check_reconnect_failed(now, io)
         return io, escalated
+
+    def rearm_reconnect_failed(self, now: float) -> bool:
+        """psycopg_pool's rule, for the drop-in: after ``reconnect_failed``
+        was called, a caller who needs a connection while the pool still
+        fails to connect starts a new ``reconnect_timeout`` (the callback is
+        called again if connecting still fails by its end). Whether it did
+        (the maintenance loop must then be woken to keep the new time)."""
+        if not (self.reconnect_failed_fired and self.failures):
+            return False
+        self.failing_since = now
+        self.reconnect_failed_fired = False
+        return True
 
     def _check_reconnect_failed(self, now: float, io: Io) -> float | None:
         """Ask for ``reconnect_failed`` once the pool has failed to connect for

@@ -189,6 +189,7 @@ class ConnectionPool(Generic[CT]):
         self._reset = reset
         self._reconnect_failed = reconnect_failed
         self._stats = Stats()
+        self._pending = 0  # null pool: requests waiting for their connection
         driver = PoolDriver(connection_class, kwargs_fn)
         owner = weakref.ref(self)
         #: The pgharbor pool that opens, checks and observes the connections:
@@ -208,6 +209,12 @@ class ConnectionPool(Generic[CT]):
             configure=configure_hook(owner, configure, driver),
             reconnect_failed=_reconnect_failed_hook(owner),
             **extras(pgharbor),
+        )
+        # psycopg_pool's lending order (FIFO: every connection used in turn),
+        # num_workers connections opened at once, no warning for a pool
+        # dropped unclosed.
+        self.pgharbor._peer_semantics(
+            fifo=True, max_connecting=self.num_workers, warn_unclosed=False
         )
         self._opened = False
         self._closed = True
@@ -343,6 +350,7 @@ class ConnectionPool(Generic[CT]):
         self._stats.counts["requests_num"] += 1
         self._check_open_getconn()
         self._settle()
+        self.pgharbor._rearm_reconnect_failed()
         delay: float | None = None
         while True:
             conn = self._acquire(deadline, timeout)
@@ -420,11 +428,15 @@ class ConnectionPool(Generic[CT]):
         ``usage_ms``, ``returns_bad``, ``connections_num``,
         ``connections_ms``, ``connections_errors``, ``connections_lost``.
         pgharbor's own are in ``pool.pgharbor.stats()``."""
-        return self._stats.report(self.pgharbor.stats(), self._min_size, self._max_size, pop=False)
+        return self._stats.report(
+            self.pgharbor.stats(), self._min_size, self._max_size, pop=False, null=self._null
+        )
 
     def pop_stats(self) -> dict[str, int]:
         """`get_stats`, then the counters restart at zero."""
-        return self._stats.report(self.pgharbor.stats(), self._min_size, self._max_size, pop=True)
+        return self._stats.report(
+            self.pgharbor.stats(), self._min_size, self._max_size, pop=True, null=self._null
+        )
 
     def reconnect_failed(self) -> None:
         """Called when connecting has failed for ``reconnect_timeout``
@@ -473,6 +485,13 @@ class ConnectionPool(Generic[CT]):
         """A connection from the pgharbor pool, its errors as psycopg_pool's."""
         start = monotonic()
         counts = self._stats.counts
+        null = self._null
+        if null:
+            # psycopg_pool's null pool counts a request as queued when
+            # max_size others already hold or are getting a connection.
+            if self._max_size and self.pgharbor._state.in_use + self._pending >= self._max_size:
+                counts["requests_queued"] += 1
+            self._pending += 1
         try:
             return self.pgharbor.acquire(max(0.0, deadline - start))
         except HarborTimeout as exc:
@@ -496,6 +515,8 @@ class ConnectionPool(Generic[CT]):
             raise
         finally:
             counts["requests_wait_ms"] += int(1000.0 * (monotonic() - start))
+            if null:
+                self._pending -= 1
 
     def _return(self, conn: Any, from_getconn: bool) -> None:
         """psycopg_pool's return path, then back to the pgharbor pool."""

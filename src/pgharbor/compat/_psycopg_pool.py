@@ -166,10 +166,19 @@ class Stats:
         self._base: dict[str, float] = {}
 
     def report(
-        self, harbor_stats: Mapping[str, Any], min_size: int, max_size: int, *, pop: bool
+        self,
+        harbor_stats: Mapping[str, Any],
+        min_size: int,
+        max_size: int,
+        *,
+        pop: bool,
+        null: bool = False,
     ) -> dict[str, int]:
         """The stats psycopg_pool reports (``min_size``/``max_size`` as the
-        drop-in was given them); with ``pop``, counters restart at zero."""
+        drop-in was given them); with ``pop``, counters restart at zero. A
+        ``null`` pool's ``requests_queued`` is counted by the drop-in (every
+        request waits for the pool to connect; only those that found
+        ``max_size`` connections busy queued)."""
         h = harbor_stats
         delta = {k: h[k] - self._base.get(k, 0) for k in _HARBOR_COUNTERS}
         out = {
@@ -182,7 +191,8 @@ class Stats:
             **self.counts,
         }
         # Queued: served after waiting, timed out, or waiting now.
-        out["requests_queued"] = int(delta["waited"] + delta["timeouts"] + h["waiting"])
+        if not null:
+            out["requests_queued"] = int(delta["waited"] + delta["timeouts"] + h["waiting"])
         out["connections_num"] = int(delta["connections_created"] + delta["connections_failed"])
         out["connections_ms"] = int(delta["connect_ms"])
         out["connections_errors"] = int(delta["connections_failed"])

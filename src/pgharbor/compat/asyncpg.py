@@ -167,6 +167,9 @@ class Pool:
         self._holder = Holder(self)
         self._conns: weakref.WeakSet[Any] = weakref.WeakSet()  # every open connection
         self._lent: dict[Any, Any] = {}  # connection -> its proxy
+        # Connections whose ``init`` raised: the error goes to the caller who
+        # gets the connection, which is then closed (asyncpg's behaviour).
+        self._init_failed: weakref.WeakKeyDictionary[Any, Exception] = weakref.WeakKeyDictionary()
         self._released = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -197,6 +200,9 @@ class Pool:
                 self.pgharbor = AsyncPool("", **options)
             else:
                 raise
+        # asyncpg's pool opens a connection for each waiting caller, up to
+        # max_size (pgharbor's own opens one at a time beyond min_size).
+        self.pgharbor._peer_semantics(grow_per_waiter=True)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("closing" if self._closing else "open")
@@ -226,6 +232,11 @@ class Pool:
             self._loop = asyncio.get_running_loop()
             try:
                 await self.pgharbor.open(wait=True)
+                if self._init_failed:
+                    # As asyncpg: an init that raised fails the pool's creation.
+                    error = next(iter(self._init_failed.values()))
+                    await self.pgharbor.close()
+                    raise error
                 if self._initsize != self._minsize:
                     # init_size connections opened; min_size kept from now on.
                     await self.pgharbor.resize(self._minsize, self._maxsize)
@@ -416,6 +427,16 @@ class Pool:
             con = await self.pgharbor.acquire(timeout)
         except HarborClosed:
             raise pg_exceptions.InterfaceError("pool is closing") from None
+        if self._init_failed:
+            error = self._init_failed.pop(con, None)
+            if error is not None:
+                # Opened for this caller (or the first to take it), its init
+                # raised: the caller gets the error, the connection is closed.
+                try:
+                    await con.close()
+                finally:
+                    await self.pgharbor.release(con)
+                raise error
         proxy = _Proxy(self._holder, con)
         self._lent[con] = proxy
         if self._setup is not None:
@@ -458,11 +479,18 @@ class Pool:
             self._released.set()
 
     async def _on_connect(self, con: Any) -> None:
-        """pgharbor's ``configure``: remember the connection, then ``init``."""
+        """pgharbor's ``configure``: remember the connection, then ``init``.
+
+        An ``init`` that raises does not fail the attempt (pgharbor would try
+        again in the background): as in asyncpg, the error is raised to the
+        caller who acquires the connection, and the connection closed."""
         self._conns.add(con)
         con.add_termination_listener(self._on_terminated)
         if self._init is not None:
-            await self._init(con)
+            try:
+                await self._init(con)
+            except Exception as exc:
+                self._init_failed[con] = exc
 
     def _on_terminated(self, con: Any) -> None:
         # A lent connection closed by its borrower: back to the pool (which

@@ -3,7 +3,9 @@ semantics on pgharbor's pool (source of the generated sync tests)."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import warnings
 from collections.abc import AsyncIterator, Callable
 from time import monotonic
 from typing import Any
@@ -358,6 +360,116 @@ async def test_reconnect_failed_on_time(
     chaos_proxy.heal()
     async with pool.connection(timeout=10.0) as conn:
         assert await _one(conn, "SELECT 1") == 1
+
+
+async def test_reconnect_failed_again_for_a_caller_after_it(
+    make: Factory, chaos_proxy: ChaosProxy
+) -> None:
+    """psycopg_pool's rule (its issue #370): once reconnect_failed was
+    called, nothing more is said while nobody asks; a caller who then finds
+    no connection starts a new reconnect_timeout, and reconnect_failed is
+    called again at its end if connecting still fails."""
+    called: list[float] = []
+
+    async def failed(pool: Any) -> None:
+        called.append(monotonic())
+
+    conninfo = (
+        f"host={chaos_proxy.host} port={chaos_proxy.port} user=postgres dbname=postgres "
+        "sslmode=disable"
+    )
+    pool = make(conninfo=conninfo, min_size=2, reconnect_timeout=0.5, reconnect_failed=failed)
+    chaos_proxy.refuse()
+    await pool.open()
+    start = monotonic()
+    while not called and monotonic() - start < 5.0:
+        await asleep(0.02)
+    assert len(called) == 1
+    await asleep(1.2)  # nobody asks: once per failing series
+    assert len(called) == 1
+    asked = monotonic()
+    with pytest.raises(PoolTimeout):
+        async with pool.connection(timeout=0.2):
+            pass
+    while len(called) < 2 and monotonic() - asked < 5.0:
+        await asleep(0.02)
+    assert len(called) == 2
+    assert 0.4 <= called[1] - asked <= 2.0
+    chaos_proxy.heal()
+    async with pool.connection(timeout=10.0) as conn:
+        assert await _one(conn, "SELECT 1") == 1
+
+
+async def test_connections_are_lent_in_turn(make: Factory) -> None:
+    """psycopg_pool lends the least recently returned connection first
+    (FIFO): sequential borrowers use every connection in turn."""
+    async with make(min_size=3) as pool:
+        await pool.wait(5.0)
+        pids = []
+        for _ in range(6):
+            async with pool.connection() as conn:
+                pids.append(conn.info.backend_pid)
+        assert len(set(pids)) == 3
+        assert pids[:3] == pids[3:]
+
+
+async def test_num_workers_connections_open_at_once(make: Factory) -> None:
+    """``num_workers`` bounds how many connections open at the same time,
+    as psycopg_pool's workers do (its ``wait`` then takes longer)."""
+    for workers, most in ((1, 1), (2, 2)):
+        active = peak = 0
+
+        async def configure(conn: Any) -> None:
+            nonlocal active, peak
+            active += 1
+            peak = max(peak, active)
+            await asleep(0.1)
+            active -= 1
+
+        async with make(min_size=4, num_workers=workers, configure=configure) as pool:
+            start = monotonic()
+            await pool.wait(5.0)
+            took = monotonic() - start
+        assert peak == most, (workers, peak)
+        assert took >= 0.4 / workers - 0.05, (workers, took)
+    async with make(min_size=4, num_workers=1, configure=configure) as pool:
+        with pytest.raises(PoolTimeout):
+            await pool.wait(0.25)
+
+
+async def test_a_pool_dropped_unclosed_warns_nothing(make: Factory, dsn: str) -> None:
+    """psycopg_pool says nothing of a pool dropped without close() (pgharbor's
+    own pools raise a ResourceWarning); its connections are let go."""
+    pool = AsyncConnectionPool(dsn, min_size=2, open=False)
+    await pool.open()
+    async with pool.connection() as conn:
+        await conn.execute("SELECT 1")
+    await pool.wait(5.0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        del pool, conn
+        gc.collect()
+    assert not [w for w in seen if issubclass(w.category, ResourceWarning)]
+
+
+async def test_null_pool_counts_queued_requests_as_psycopg_pool(make: Factory) -> None:
+    """A null pool's request queues only when max_size connections are busy
+    (every request waits for its connection to open: that is not queueing)."""
+    async with make(AsyncNullConnectionPool, max_size=2) as pool:
+        await pool.wait(5.0)
+        pool.pop_stats()
+
+        async def worker() -> None:
+            async with pool.connection(timeout=5.0) as conn:
+                await conn.execute("SELECT pg_sleep(0.2)")
+
+        group: set[Any] = set()
+        tasks = [aspawn(worker, name=f"w{i}", group=group) for i in range(5)]
+        for task in tasks:
+            await ajoin(task, 10.0)
+        stats = pool.get_stats()
+        assert stats["requests_num"] == 5
+        assert stats["requests_queued"] == 3
 
 
 async def test_null_pool(make: Factory, pg_server: PostgresServer, app_name: str) -> None:
