@@ -278,6 +278,19 @@ def test_reconnect_failed_rearmed_by_a_caller_after_it() -> None:
     assert state.connect_failed(OSError("x"), 23.0).reconnect_failed
 
 
+def test_lost_alone_keeps_the_idle_siblings() -> None:
+    """With ``lost_alone`` (psycopg_pool's drop-in) a connection found dead is
+    discarded alone; by default its idle siblings go with it."""
+    for alone, left in ((False, 0), (True, 2)):
+        state = make(min_size=3, max_size=3)
+        state.lost_alone = alone
+        fill(state)
+        slot = state.checkout(0.0)
+        assert slot is not None
+        state.lost(slot, 0.0)
+        assert len(state.idle) == left
+
+
 def test_maintain_trims_surplus_idle_and_schedules() -> None:
     """Idle connections above min_size close after max_idle; others are kept."""
     state = make(min_size=1, max_size=3, max_idle=60.0, keepalive=None)

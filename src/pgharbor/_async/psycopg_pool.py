@@ -209,10 +209,10 @@ class AsyncConnectionPool(Generic[ACT]):
             **extras(pgharbor),
         )
         # psycopg_pool's lending order (FIFO: every connection used in turn),
-        # num_workers connections opened at once, no warning for a pool
-        # dropped unclosed.
+        # num_workers connections opened at once, a dead connection discarded
+        # alone, no warning for a pool dropped unclosed.
         self.pgharbor._peer_semantics(
-            fifo=True, max_connecting=self.num_workers, warn_unclosed=False
+            fifo=True, max_connecting=self.num_workers, lost_alone=True, warn_unclosed=False
         )
         self._opened = False
         self._closed = True
@@ -484,10 +484,15 @@ class AsyncConnectionPool(Generic[ACT]):
         start = monotonic()
         counts = self._stats.counts
         null = self._null
+        queued = True
         if null:
-            # psycopg_pool's null pool counts a request as queued when
-            # max_size others already hold or are getting a connection.
-            if self._max_size and self.pgharbor._state.in_use + self._pending >= self._max_size:
+            # psycopg_pool's null pool counts a request as queued (and its
+            # wait) when max_size others already hold or are getting a
+            # connection; opening one's own connection is not waiting.
+            queued = bool(self._max_size) and (
+                self.pgharbor._state.in_use + self._pending >= self._max_size
+            )
+            if queued:
                 counts["requests_queued"] += 1
             self._pending += 1
         try:
@@ -512,7 +517,8 @@ class AsyncConnectionPool(Generic[ACT]):
             counts["requests_errors"] += 1
             raise
         finally:
-            counts["requests_wait_ms"] += int(1000.0 * (monotonic() - start))
+            if queued:
+                counts["requests_wait_ms"] += int(1000.0 * (monotonic() - start))
             if null:
                 self._pending -= 1
 

@@ -229,6 +229,9 @@ class PoolState:
         # Beyond min_size, open one connection per waiting caller (asyncpg's
         # pool, for its drop-in) instead of one at a time.
         self.grow_per_waiter = False
+        # A connection found dead says nothing of its idle siblings (each
+        # has its own checkout check): psycopg_pool's rule, for its drop-in.
+        self.lost_alone = False
         self.slots: dict[int, Slot] = {}  # id(conn) -> slot, for every open connection
         self.waiters: deque[Any] = deque()
         self.in_use = 0
@@ -511,6 +514,8 @@ class PoolState:
         slot.in_use = False
         self.in_use -= 1
         io = self._remove(slot, Io(), "lost")
+        if self.lost_alone:
+            return io
         self._invalidate()
         while self.idle:
             stale = self.idle.popleft()

@@ -574,18 +574,22 @@ class Pool(Generic[ConnT]):
         fifo: bool = False,
         max_connecting: int = 0,
         grow_per_waiter: bool = False,
+        lost_alone: bool = False,
         warn_unclosed: bool = True,
     ) -> None:
         """A peer pool's rules, for its drop-in: lend the least recently
         returned connection first (``fifo``), open at most ``max_connecting``
         connections at once (0: no limit), beyond ``min_size`` open one
         connection per waiting caller (``grow_per_waiter``) rather than one
-        at a time, say nothing of a pool dropped without ``close()``
+        at a time, discard only the connection found dead, not its idle
+        siblings with it (``lost_alone``; each still gets its own checkout
+        check), say nothing of a pool dropped without ``close()``
         (``warn_unclosed`` False)."""
         with self._lock:
             self._state.fifo = fifo
             self._state.max_connecting = max_connecting
             self._state.grow_per_waiter = grow_per_waiter
+            self._state.lost_alone = lost_alone
         self._warn_unclosed = warn_unclosed
 
     def _rearm_reconnect_failed(self) -> None:

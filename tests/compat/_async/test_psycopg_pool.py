@@ -437,6 +437,24 @@ async def test_num_workers_connections_open_at_once(make: Factory) -> None:
             await pool.wait(0.25)
 
 
+async def test_a_connection_found_dead_is_discarded_alone(make: Factory) -> None:
+    """A backend terminated while idle is not lent (pgharbor's checkout
+    check) and, as psycopg_pool does, its live siblings stay in the pool."""
+    async with make(min_size=2) as pool:
+        await pool.wait(5.0)
+        async with pool.connection() as conn:
+            pid1 = conn.info.backend_pid
+            async with pool.connection() as conn2:
+                pid2 = conn2.info.backend_pid
+            await conn.execute("SELECT pg_terminate_backend(%s)", [pid2])
+        await asleep(0.2)
+        async with pool.connection() as conn, pool.connection() as conn2:
+            await conn.execute("SELECT 1")
+            await conn2.execute("SELECT 1")
+            pids = {conn.info.backend_pid, conn2.info.backend_pid}
+        assert pid1 in pids and pid2 not in pids
+
+
 async def test_a_pool_dropped_unclosed_warns_nothing(make: Factory, dsn: str) -> None:
     """psycopg_pool says nothing of a pool dropped without close() (pgharbor's
     own pools raise a ResourceWarning); its connections are let go."""
@@ -470,6 +488,11 @@ async def test_null_pool_counts_queued_requests_as_psycopg_pool(make: Factory) -
         stats = pool.get_stats()
         assert stats["requests_num"] == 5
         assert stats["requests_queued"] == 3
+        pool.pop_stats()
+        async with pool.connection():  # opened for it: no queue, no wait
+            pass
+        stats = pool.get_stats()
+        assert stats["requests_queued"] == 0 and stats["requests_wait_ms"] == 0
 
 
 async def test_null_pool(make: Factory, pg_server: PostgresServer, app_name: str) -> None:
