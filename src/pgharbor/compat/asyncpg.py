@@ -443,8 +443,9 @@ class Pool:
             try:
                 await self._setup(proxy)
             except BaseException:
-                # As asyncpg: a connection whose setup failed is not reused.
-                if not self._claim(con):
+                # As asyncpg: a connection whose setup failed is closed, not
+                # reused; the proxy setup saw stays on it (``is_closed()``).
+                if self._lent.pop(con, None) is None:
                     raise  # its borrower closed it meanwhile: given back already
                 try:
                     await con.close()
