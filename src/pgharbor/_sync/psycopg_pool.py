@@ -17,11 +17,13 @@ with ``pgharbor={"breaker": True}``).
 
 What a borrower gives back goes through psycopg_pool's return path first
 (the rollback and its warnings, the ``reset`` callback, on psycopg_pool's
-logger ``psycopg.pool``), then back to the pgharbor pool. Two things differ
-on purpose (docs/coming-from-psycopg-pool.md has the whole list):
-connections are lent last-in first-out, and client-side attributes a
-borrower changed (``autocommit``, isolation level, read-only, deferrable)
-are set back to what they were after ``configure``.
+logger ``psycopg.pool``), then back to the pgharbor pool, which keeps
+psycopg_pool's lending order (first-in first-out), opens ``num_workers``
+connections at once and discards a dead connection alone. What differs on
+purpose (docs/coming-from-psycopg-pool.md has the whole list): a connection
+known dead or past ``max_lifetime`` is never lent, and client-side
+attributes a borrower changed (``autocommit``, isolation level, read-only,
+deferrable) are set back to what they were after ``configure``.
 
 The one private touch is psycopg's ``conn._pool``: the attribute psycopg
 itself reads so that ``with conn:`` does not close a pooled connection and
@@ -114,8 +116,8 @@ class ConnectionPool(Generic[CT]):
 
     Takes psycopg_pool's arguments with their defaults (``min_size=4``,
     ``max_size=min_size``, ``timeout=30``, ``max_lifetime=3600``,
-    ``max_idle=600``, ``reconnect_timeout=300``); ``num_workers`` is
-    accepted and checked, and unused. ``pgharbor`` is a mapping of further
+    ``max_idle=600``, ``reconnect_timeout=300``); ``num_workers`` bounds
+    how many connections open at the same time. ``pgharbor`` is a mapping of further
     pgharbor pool settings (``breaker``, ``leak_threshold``, ``metrics``,
     ``health``, ``alerts``, ``keepalive``, ``check_window``... see
     `pgharbor.compat._psycopg_pool.EXTRAS`). Static ``kwargs`` are checked

@@ -122,8 +122,8 @@ def check_size(min_size: int, max_size: int | None, null: bool) -> tuple[int, in
 
 
 def check_workers(num_workers: int) -> int:
-    """``num_workers`` is accepted (pgharbor's background work needs no
-    worker count) and checked as psycopg_pool checks it.
+    """``num_workers`` (how many connections open at the same time),
+    checked as psycopg_pool checks it.
 
     Raises:
         ConfigError: less than 1.
