@@ -114,13 +114,13 @@ class AsyncConnectionPool(Generic[ACT]):
 
     Takes psycopg_pool's arguments with their defaults (``min_size=4``,
     ``max_size=min_size``, ``timeout=30``, ``max_lifetime=3600``,
-    ``max_idle=600``, ``reconnect_timeout=300``); ``num_workers`` bounds
-    how many connections open at the same time. ``pgharbor`` is a mapping of further
-    pgharbor pool settings (``breaker``, ``leak_threshold``, ``metrics``,
-    ``health``, ``alerts``, ``keepalive``, ``check_window``... see
-    `pgharbor.compat._psycopg_pool.EXTRAS`). Static ``kwargs`` are checked
-    here (an unknown libpq keyword or a bad ``sslmode`` raises `ConfigError`,
-    a ``ValueError``, at once, instead of failing every connection attempt).
+    ``max_idle=600``, ``reconnect_timeout=300``); ``num_workers`` bounds how
+    many connections open at the same time. ``pgharbor`` is a mapping of
+    further pgharbor pool settings (``breaker``, ``leak_threshold``,
+    ``metrics``, ``health``, ``alerts``, ``keepalive``, ``check_window``... see
+    `pgharbor.compat._psycopg_pool.EXTRAS`). Static ``kwargs`` are checked here
+    (an unknown libpq keyword or a bad ``sslmode`` raises `ConfigError`, a
+    ``ValueError``, at once, instead of failing every connection attempt).
 
     Raises:
         ConfigError: an invalid argument, naming it (a ``ValueError``).
