@@ -16,6 +16,11 @@ else:
     DRIVERS = ["psycopg", "psycopg2"]
 
 
+def ph(driver: str, n: int) -> str:
+    """The driver's n-th placeholder (1-based)."""
+    return f"${n}" if driver == "asyncpg" else "%s"
+
+
 async def query(conn: Any, sql: str) -> list[tuple[Any, ...]]:
     """Run ``sql`` on a native connection of any supported driver; return rows."""
     if hasattr(conn, "fetch"):  # asyncpg

@@ -34,22 +34,12 @@ from pgharbor.errors import (
 )
 from pgharbor.testing import PostgresServer, TempDatabase
 
-from .helpers import DRIVERS
+from .helpers import ph
 
 if True:  # ASYNC
     import asyncio
 
 DbFactory = Callable[..., AsyncDatabase]
-
-
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-def ph(driver: str, n: int) -> str:
-    """The driver's n-th placeholder (1-based)."""
-    return f"${n}" if driver == "asyncpg" else "%s"
 
 
 def driver_error(driver: str) -> type[BaseException]:

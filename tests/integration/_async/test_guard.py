@@ -16,7 +16,7 @@ from pgharbor.guard import Guard
 from pgharbor.testing import PostgresServer, TempDatabase
 
 from ..escapes import CASES, SETUP, Escape
-from .helpers import DRIVERS, wait_until
+from .helpers import wait_until
 
 CLEAN_SESSION = (
     "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'),"
@@ -29,11 +29,6 @@ CLEAN_SESSION = (
 )
 CLEAN = ("0", "0", "off", "off", True, 0, 0, 0, 0)
 PWNED_FILE = "/tmp/pgharbor-pwned"
-
-
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,7 @@ from pgharbor.errors import (
 )
 from pgharbor.testing import TempDatabase
 
-from .helpers import DRIVERS
-
 DbFactory = Callable[..., AsyncDatabase]
-
-
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture

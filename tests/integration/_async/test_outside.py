@@ -32,11 +32,6 @@ SLACK = 0.5 * SLACK_FACTOR
 PoolFactory = Callable[..., AsyncPool]
 
 
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 async def make_pool(
     pg_server: PostgresServer, app_name: str, driver: str
@@ -63,10 +58,6 @@ async def make_pool(
 def refused() -> str:
     """A conninfo nobody listens on: every connection attempt is refused at once."""
     return f"host=127.0.0.1 port={free_port()} user=postgres dbname=postgres sslmode=disable"
-
-
-def ph(driver: str, n: int) -> str:
-    return f"${n}" if driver == "asyncpg" else "%s"
 
 
 # -- 1: idle while the database is down ---------------------------------------

@@ -28,17 +28,12 @@ from pgharbor.errors import (
 )
 from pgharbor.testing import ChaosProxy, PostgresServer
 
-from .helpers import DRIVERS, backend_pid, query, wait_until
+from .helpers import backend_pid, query, wait_until
 
 # Seconds of timing slack on a small shared machine; CI may scale it.
 SLACK = 0.5 * float(os.environ.get("PGHARBOR_TIMING_SLACK", "1.0"))
 
 PoolFactory = Callable[..., Any]
-
-
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture

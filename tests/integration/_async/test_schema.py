@@ -17,14 +17,8 @@ from pgharbor.schema import CATALOG_RELATIONS, SchemaSnapshot, diff
 from pgharbor.testing import PgBouncer, PostgresServer, TempDatabase
 
 from .. import schema_sample as sample
-from .helpers import DRIVERS
 
 DbFactory = Callable[..., AsyncDatabase]
-
-
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture

@@ -19,15 +19,10 @@ from pgharbor.errors import ConfigError
 from pgharbor.metrics import Event
 from pgharbor.testing import PostgresServer
 
-from .helpers import DRIVERS, query, wait_until
+from .helpers import query, wait_until
 
 # Short periods, so the step load takes seconds, not minutes.
 QUICK = Autoscale(window=0.5, interval=0.25, grow_after=0.25, shrink_after=0.75)
-
-
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 class StepLoad:

@@ -16,19 +16,9 @@ from pgharbor.drivers.query import Row
 from pgharbor.errors import BatchError, ConfigError
 from pgharbor.testing import TempDatabase
 
-from .helpers import DRIVERS
+from .helpers import ph
 
 DbFactory = Callable[..., Database]
-
-
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-def ph(driver: str, n: int) -> str:
-    """The driver's n-th placeholder (1-based)."""
-    return f"${n}" if driver == "asyncpg" else "%s"
 
 
 @pytest.fixture

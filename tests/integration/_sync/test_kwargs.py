@@ -16,13 +16,6 @@ from pgharbor._sync.pool import Pool
 from pgharbor.errors import ConfigError
 from pgharbor.testing import PostgresServer
 
-from .helpers import DRIVERS
-
-
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
 
 def _driver_kwargs(driver: str) -> dict[str, Any]:
     """Non-text connect arguments of each driver, and a libpq keyword."""

@@ -22,14 +22,7 @@ from pgharbor.errors import (
 )
 from pgharbor.testing import TempDatabase
 
-from .helpers import DRIVERS
-
 DbFactory = Callable[..., Database]
-
-
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture

@@ -20,14 +20,7 @@ from pgharbor.errors import ConfigError, SagaCompensationFailed, SagaError, Saga
 from pgharbor.facts import to_dollar
 from pgharbor.testing import PostgresServer, TempDatabase
 
-from .helpers import DRIVERS
-
 FAST = Backoff(initial=0.01, max_delay=0.05)
-
-
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture

@@ -19,14 +19,8 @@ from pgharbor.schema import CATALOG_RELATIONS, SchemaSnapshot, diff
 from pgharbor.testing import PgBouncer, PostgresServer, TempDatabase
 
 from .. import schema_sample as sample
-from .helpers import DRIVERS
 
 DbFactory = Callable[..., Database]
-
-
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture

@@ -10,13 +10,9 @@ import decimal
 import uuid
 from typing import Any
 
-import pytest
-
 from pgharbor import sql
 from pgharbor._sync.database import Database
 from pgharbor.testing import TempDatabase
-
-from .helpers import DRIVERS
 
 VALUES: list[tuple[str, Any]] = [
     ("text", "it's a \\ 'quoted' 50% \"string\" ünï"),
@@ -32,11 +28,6 @@ VALUES: list[tuple[str, Any]] = [
     ("text", None),
 ]
 NAMES = ["User", "select", "order by", 'quote"d', "50%", "plain"]
-
-
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def test_composed_statements_round_trip(
