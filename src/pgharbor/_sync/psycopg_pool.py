@@ -191,7 +191,6 @@ class ConnectionPool(Generic[CT]):
         self._reset = reset
         self._reconnect_failed = reconnect_failed
         self._stats = Stats()
-        self._pending = 0  # null pool: requests waiting for their connection
         driver = PoolDriver(connection_class, kwargs_fn)
         owner = weakref.ref(self)
         #: The pgharbor pool that opens, checks and observes the connections:
@@ -487,18 +486,15 @@ class ConnectionPool(Generic[CT]):
         """A connection from the pgharbor pool, its errors as psycopg_pool's."""
         start = monotonic()
         counts = self._stats.counts
-        null = self._null
         queued = True
-        if null:
+        if self._null:
             # psycopg_pool's null pool counts a request as queued (and its
-            # wait) when max_size others already hold or are getting a
+            # wait) when max_size others already hold or wait for a
             # connection; opening one's own connection is not waiting.
-            queued = bool(self._max_size) and (
-                self.pgharbor._state.in_use + self._pending >= self._max_size
-            )
+            st = self.pgharbor._state
+            queued = bool(self._max_size) and len(st.waiters) + st.in_use >= self._max_size
             if queued:
                 counts["requests_queued"] += 1
-            self._pending += 1
         try:
             return self.pgharbor.acquire(max(0.0, deadline - start))
         except HarborTimeout as exc:
@@ -523,8 +519,6 @@ class ConnectionPool(Generic[CT]):
         finally:
             if queued:
                 counts["requests_wait_ms"] += int(1000.0 * (monotonic() - start))
-            if null:
-                self._pending -= 1
 
     def _return(self, conn: Any, from_getconn: bool) -> None:
         """psycopg_pool's return path, then back to the pgharbor pool."""

@@ -427,7 +427,7 @@ class Pool:
             con = await self.pgharbor.acquire(timeout)
         except HarborClosed:
             raise pg_exceptions.InterfaceError("pool is closing") from None
-        if self._init_failed:
+        if self._init is not None and self._init_failed:
             error = self._init_failed.pop(con, None)
             if error is not None:
                 # Opened for this caller (or the first to take it), its init
